@@ -1,0 +1,142 @@
+"""``presence-server``: serve, mint a token, check a config file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from protocol.tokens import default_grants, mint_token
+
+from . import dev
+from .clock import SystemClock
+from .config import Config, ConfigError, load_config
+from .logs import configure_logging
+
+
+def _config_with_dev(path: str | None, is_dev: bool, **overrides: Any) -> Config:
+    if is_dev:
+        overrides["dev"] = True
+        if path is None:
+            overrides["accounts"] = [dev.load_or_create()]
+    return load_config(path, **overrides)
+
+
+def _pick_key(config: Config, account_sid: str | None, key_sid: str | None) -> tuple[str, str, str]:
+    for account in config.accounts:
+        if account_sid and account.sid != account_sid:
+            continue
+        for key in account.api_keys:
+            if key.secret and not key.revoked and (key_sid is None or key.sid == key_sid):
+                return account.sid, key.sid, key.secret
+    raise ConfigError(["no account has an unrevoked API key with a secret to sign with (matching --account/--key)"])
+
+
+async def _serve(config: Config) -> None:
+    from .node import Node
+
+    node = Node(config, clock=SystemClock())
+    port = await node.start()
+    if config.dev:
+        _print_dev_banner(config, port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await node.stop()
+
+
+def _print_dev_banner(config: Config, port: int) -> None:
+    account = config.accounts[0]
+    key = account.api_keys[0]
+    host = config.server.host
+    exe = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "presence-server"
+    print(
+        f"""
+presence-server (dev mode) on http://{host}:{port}
+  account    {account.sid}
+  auth token {account.auth_token}
+  API key    {key.sid}
+  identities {", ".join(i.identity for i in account.identities)}
+
+Mint a token for a client:
+  .venv/bin/{exe} token --identity alice
+
+See alice's presence:
+  curl -u {account.sid}:{account.auth_token} http://{host}:{port}/v1/Accounts/{account.sid}/Presence/alice
+""",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="presence-server", description="Presence and signaling server")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the server")
+    serve.add_argument("--config", help="TOML configuration file")
+    serve.add_argument("--dev", action="store_true", help="dev mode: a ready-made account, console logs")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+
+    token = sub.add_parser("token", help="mint an access token (HS256) for a client identity")
+    token.add_argument("--identity", required=True)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds (at most 86400)")
+    token.add_argument("--config", help="TOML configuration file (default: the dev account)")
+    token.add_argument("--account", help="account sid (default: the first)")
+    token.add_argument("--key", help="API key sid (default: the account's first with a secret)")
+
+    check = sub.add_parser("check-config", help="validate a configuration file")
+    check.add_argument("path")
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "check-config":
+            config = load_config(args.path)
+            keys = sum(len(a.api_keys) for a in config.accounts)
+            print(f"{args.path}: ok ({len(config.accounts)} accounts, {keys} API keys, engine {config.engine.kind})")
+            return 0
+        if args.command == "token":
+            config = _config_with_dev(args.config, args.config is None)
+            if not 0 < args.ttl <= 86400:
+                raise ConfigError(["--ttl must be between 1 and 86400 seconds"])
+            account_sid, key_sid, secret = _pick_key(config, args.account, args.key)
+            print(
+                mint_token(
+                    key_sid=key_sid,
+                    account_sid=account_sid,
+                    identity=args.identity,
+                    secret=secret,
+                    ttl=args.ttl,
+                    now=SystemClock().time(),
+                    grants=default_grants(args.identity),
+                )
+            )
+            return 0
+        config = _config_with_dev(args.config, args.dev)
+        if args.host or args.port is not None:
+            server = config.server.model_copy(
+                update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+            )
+            config = config.model_copy(update={"server": server})
+        configure_logging(config.logging.format or ("console" if config.dev else "json"), config.logging.level)
+        run = asyncio.run
+        try:
+            import uvloop
+
+            run = uvloop.run
+        except ImportError:  # pragma: no cover - uvloop is not on every platform
+            pass
+        run(_serve(config))
+        return 0
+    except ConfigError as exc:
+        print(f"presence-server: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""Configuration: one TOML file plus environment overrides, validated at start.
+
+Every key is documented in docs/configuration.md. Validation is pydantic's
+(unknown keys are refused too, since a misspelt key silently ignored is a
+setting the operator thinks they made); :class:`ConfigError` turns its report
+into lines that name each bad key as a path, such as
+``accounts[0].api_keys[1].sid``.
+
+Environment overrides: ``PRESENCE_<SECTION>_<KEY>=value`` sets ``key`` in
+``[section]`` for the scalar sections (server, engine, gateway, presence,
+tokens, logging). The value is read as a TOML value when it parses as one
+(``8081``, ``true``, ``"x"``), else as a plain string.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from protocol.addresses import identity_problem, is_e164, is_sid
+
+ENV_PREFIX = "PRESENCE_"
+MIN_SECRET_LENGTH = 16
+
+
+class ConfigError(Exception):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _sid_validator(prefix: str) -> Any:
+    def check(value: str) -> str:
+        if not is_sid(value, prefix):
+            raise ValueError(f"must be '{prefix}' followed by 32 lowercase hex digits")
+        return value
+
+    return check
+
+
+def _secret_check(value: str | None) -> str | None:
+    if value is not None and len(value) < MIN_SECRET_LENGTH:
+        raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+    return value
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # The URL clients and carriers use to reach this server; used in links and
+    # in the URLs it signs. Defaults to http://host:port.
+    public_url: str | None = None
+    shutdown_grace: float = Field(2.0, ge=0, le=300)
+
+
+class EngineConfig(_Section):
+    kind: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    data_dir: str = "./data"
+
+    @model_validator(mode="after")
+    def _url_for_redis(self) -> EngineConfig:
+        if self.kind == "redis" and not self.url:
+            raise ValueError("engine.url is required when kind = 'redis'")
+        return self
+
+
+class GatewayConfig(_Section):
+    max_frame_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    rate: float = Field(20.0, gt=0)
+    burst: int = Field(60, ge=1)
+    register_timeout: float = Field(10.0, gt=0)
+    heartbeat: float = Field(25.0, gt=0)
+    idle_timeout: float = Field(60.0, gt=0)
+    token_warning: float = Field(60.0, ge=0)
+    max_subscriptions: int = Field(1000, ge=1)
+    max_sessions_per_identity: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _idle_after_heartbeat(self) -> GatewayConfig:
+        if self.idle_timeout <= self.heartbeat:
+            raise ValueError("gateway.idle_timeout must be longer than gateway.heartbeat")
+        return self
+
+
+class PresenceConfig(_Section):
+    lease_ttl: float = Field(30.0, ge=1)  # a node's sessions vanish this long after it dies
+    grace_period: float = Field(5.0, ge=0)  # a dropped client may reconnect this long without a flap
+    sweep_interval: float = Field(1.0, gt=0)
+
+
+class TokensConfig(_Section):
+    clock_skew: float = Field(30.0, ge=0, le=300)
+    max_ttl: float = Field(86400.0, gt=0, le=86400.0)
+
+
+class LoggingConfig(_Section):
+    format: Literal["console", "json"] | None = None  # default: console in dev mode, json otherwise
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class ApiKeyConfig(_Section):
+    sid: str
+    secret: str | None = None
+    public_key_pem: str | None = None
+    revoked: bool = False
+
+    _sid = field_validator("sid")(_sid_validator("SK"))
+    _secret = field_validator("secret")(_secret_check)
+
+    @model_validator(mode="after")
+    def _some_key(self) -> ApiKeyConfig:
+        if self.secret is None and self.public_key_pem is None:
+            raise ValueError("an API key needs a secret, a public_key_pem, or both")
+        return self
+
+
+class IdentityConfig(_Section):
+    identity: str
+    phone: str | None = None
+
+    @field_validator("identity")
+    @classmethod
+    def _identity(cls, value: str) -> str:
+        problem = identity_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("phone")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is not None and not is_e164(value):
+            raise ValueError("must be an E.164 number such as +15551230001")
+        return value
+
+
+class AccountConfig(_Section):
+    sid: str
+    auth_token: str
+    friendly_name: str = ""
+    api_keys: list[ApiKeyConfig] = []
+    identities: list[IdentityConfig] = []
+
+    _sid = field_validator("sid")(_sid_validator("AC"))
+    _token = field_validator("auth_token")(_secret_check)
+
+    @model_validator(mode="after")
+    def _unique(self) -> AccountConfig:
+        names = [i.identity for i in self.identities]
+        if len(names) != len(set(names)):
+            raise ValueError("identities lists an identity twice")
+        return self
+
+
+class Config(_Section):
+    server: ServerConfig = ServerConfig()
+    engine: EngineConfig = EngineConfig()
+    gateway: GatewayConfig = GatewayConfig()
+    presence: PresenceConfig = PresenceConfig()
+    tokens: TokensConfig = TokensConfig()
+    logging: LoggingConfig = LoggingConfig()
+    accounts: list[AccountConfig] = []
+    dev: bool = False  # set by --dev; not read from the file
+
+    @model_validator(mode="after")
+    def _unique_sids(self) -> Config:
+        accounts = [a.sid for a in self.accounts]
+        if len(accounts) != len(set(accounts)):
+            raise ValueError("accounts lists an account sid twice")
+        keys = [k.sid for a in self.accounts for k in a.api_keys]
+        if len(keys) != len(set(keys)):
+            raise ValueError("an API key sid appears twice")
+        return self
+
+
+ENV_SECTIONS = ("server", "engine", "gateway", "presence", "tokens", "logging")
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw
+
+
+def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Overlay PRESENCE_<SECTION>_<KEY> variables on the file's data."""
+    problems = []
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        section, _, key = rest.partition("_")
+        if section not in ENV_SECTIONS or not key:
+            problems.append(f"{name}: not a configuration variable (sections: {', '.join(ENV_SECTIONS)})")
+            continue
+        model = Config.model_fields[section].annotation
+        if key not in model.model_fields:  # type: ignore[union-attr]
+            problems.append(f"{name}: [{section}] has no key '{key}'")
+            continue
+        data.setdefault(section, {})[key] = _env_value(raw)
+    if problems:
+        raise ConfigError(problems)
+    return data
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    merged = dict(data)
+    if "dev" in merged:
+        raise ConfigError(["dev: not a file setting; use 'serve --dev'"])
+    merged = apply_env({k: dict(v) if isinstance(v, dict) else v for k, v in merged.items()}, environ or {})
+    merged.update(overrides)
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            problems.append(f"{_path(err['loc'])}: {msg}")
+        raise ConfigError(problems) from None
+
+
+def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"{path}: no such file"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    return parse_config(data, os.environ if environ is None else environ, **overrides)

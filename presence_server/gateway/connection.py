@@ -1,0 +1,316 @@
+"""One client WebSocket's life: the thin I/O layer over protocol.session.
+
+Reads frames, lets the sans-I/O :class:`ServerSession` judge them, runs the
+accepted ones against the presence service, and writes replies through a
+bounded outgoing queue. The queue's writer task exists only while there is
+something to write, so an idle session costs no task beyond its reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import WSMsgType, web
+
+from protocol import messages as m
+from protocol.errors import CLOSE_NORMAL, CLOSE_TRY_AGAIN_LATER, ErrorCode, RemoteProtocolError
+from protocol.frames import Codec
+from protocol.presence import SessionPresence, Status
+from protocol.session import FrameRefused, ServerSession, SessionState, TokenExpiring
+from protocol.tokens import AccessToken, check_renewal, verify_token
+
+from ..engines.ports import EngineUnavailable, SessionKey
+
+if TYPE_CHECKING:
+    from .gateway import Gateway
+
+log = structlog.get_logger(__name__)
+
+
+class Connection:
+    def __init__(self, gateway: Gateway, ws: web.WebSocketResponse, codec: Codec, now: float) -> None:
+        self.gateway = gateway
+        self.ws = ws
+        self.codec = codec
+        self.session = ServerSession(codec, gateway.limits, now)
+        self.token: AccessToken | None = None
+        self.key: SessionKey | None = None
+        self.watched: set[str] = set()
+        self.scheduled_at: float | None = None  # the deadline this connection is queued under
+        self.replaced = False  # another connection resumed our session: leave presence alone
+        self._graceful = False  # ended with bye: no grace period
+        self._out: collections.deque[str | bytes] = collections.deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._close_after_flush: tuple[int, str] | None = None
+        self.log = log
+
+    # -- reading ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            async for msg in self.ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_frame(msg.data)
+                    if self.session.state is SessionState.CLOSED:
+                        break
+                elif msg.type == WSMsgType.ERROR:
+                    break
+        finally:
+            await self._ended()
+
+    async def _on_frame(self, data: str | bytes) -> None:
+        now = self.gateway.clock.time()
+        result = self.session.receive(data, now)
+        if isinstance(result, FrameRefused):
+            self._refuse(result.error, result.request_id)
+            return
+        frame = result.frame
+        handler = _HANDLERS[type(frame)]
+        try:
+            if self.token is not None:
+                self._check_token_still_good()
+            await handler(self, frame)
+        except RemoteProtocolError as exc:
+            self._refuse(exc, frame.id)
+        except EngineUnavailable:
+            self._refuse(RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE), frame.id)
+        except Exception:
+            self.log.exception("frame handler failed", frame_type=frame.TYPE)
+            self._refuse(RemoteProtocolError(ErrorCode.INTERNAL), frame.id)
+
+    def _refuse(self, exc: RemoteProtocolError, request_id: m.RequestId) -> None:
+        self.send_frame(m.Error.of(exc, request_id))
+        if exc.error.fatal:
+            self.session.closed()
+            assert exc.error.close_code is not None
+            self.close_soon(exc.error.close_code, exc.error.name.lower())
+
+    def _check_token_still_good(self) -> None:
+        # Permissions are re-checked on every request, not only at register:
+        # a revoked key ends the session at its next frame.
+        assert self.token is not None
+        if not self.gateway.accounts.key_is_live(self.token.key_sid):
+            raise RemoteProtocolError(ErrorCode.TOKEN_KEY_REVOKED, "the key that signed this session's token was revoked")
+
+    def _verify(self, token: str) -> AccessToken:
+        cfg = self.gateway.config.tokens
+        return verify_token(
+            token, self.gateway.accounts.signing_key, self.gateway.clock.time(), leeway=cfg.clock_skew, max_ttl=cfg.max_ttl
+        )
+
+    # -- frame handlers ---------------------------------------------------------------
+
+    async def _register(self, frame: m.Register) -> None:
+        token = self._verify(frame.token)
+        if not token.grants.can_register_presence():
+            raise RemoteProtocolError(
+                ErrorCode.GRANT_MISSING_FATAL, "registering presence needs grants.presence.publish or grants.voice.incoming.allow"
+            )
+        gw = self.gateway
+        account, identity = token.account_sid, token.identity
+        now = gw.clock.time()
+        resumed = None
+        if frame.resume is not None:
+            resumed = await gw.presence.get(SessionKey(account, identity, frame.resume))
+        if resumed is None:
+            (snap,) = await gw.presence.query(account, [identity])
+            if len(snap.presence.sessions) >= gw.config.gateway.max_sessions_per_identity:
+                raise RemoteProtocolError(ErrorCode.TOO_MANY_SESSIONS)
+            base = SessionPresence(
+                session_id=gw.new_session_id(), account_sid=account, identity=identity, node_id=gw.node_id, connected_at=now
+            )
+        else:
+            base = resumed
+        session = SessionPresence(
+            session_id=base.session_id,
+            account_sid=account,
+            identity=identity,
+            node_id=gw.node_id,
+            status=frame.status or (base.status if resumed else Status.AVAILABLE),
+            text=frame.text if frame.text is not None else base.text,
+            priority=frame.priority if frame.priority is not None else base.priority,
+            capabilities=frame.capabilities if frame.capabilities is not None else base.capabilities,
+            connected_at=base.connected_at,
+            last_activity=now,
+        )
+        self.token = token
+        self.key = SessionKey(account, identity, session.session_id)
+        self.log = log.bind(account_sid=account, session_id=session.session_id, identity=identity)
+        gw.attach(self)  # closes a local connection that held the resumed session
+        await gw.presence.connect(session)
+        self.session.registered(token.expires)
+        gw.schedule(self)
+        limits = gw.limits
+        self.send_frame(
+            m.Registered(
+                id=frame.id,
+                session=session.session_id,
+                account=account,
+                identity=identity,
+                heartbeat=limits.heartbeat,
+                idle_timeout=limits.idle_timeout,
+                expires=token.expires,
+                resumed=resumed is not None,
+                max_frame_bytes=limits.max_frame_bytes,
+            )
+        )
+        self.log.info("session registered", resumed=resumed is not None)
+
+    async def _presence(self, frame: m.SetPresence) -> None:
+        assert self.key is not None
+        updated = await self.gateway.presence.change(
+            self.key, status=frame.status, text=frame.text, priority=frame.priority, capabilities=frame.capabilities
+        )
+        if updated is None:
+            # Our session vanished from the store (swept during an engine outage):
+            # say so rather than pretend the change took.
+            raise RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE, "this session's presence was lost; reconnect")
+        self.send_frame(m.Ok(id=frame.id))
+
+    async def _subscribe(self, frame: m.Subscribe) -> None:
+        assert self.token is not None
+        grants = self.token.grants
+        refused = [i for i in frame.identities if not grants.can_subscribe(i)]
+        if refused:
+            raise RemoteProtocolError(ErrorCode.GRANT_MISSING, f"the token does not grant subscribing to {refused[0]!r}")
+        new = [i for i in frame.identities if i not in self.watched]
+        if len(self.watched) + len(new) > self.gateway.config.gateway.max_subscriptions:
+            raise RemoteProtocolError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {self.gateway.config.gateway.max_subscriptions} per session"
+            )
+        account = self.token.account_sid
+        hub = self.gateway.hub
+        await hub.watch(self, account, frame.identities)
+        self.watched.update(frame.identities)
+        try:
+            snapshot = await self.gateway.presence.query(account, frame.identities)
+        except BaseException:
+            await hub.unwatch(self, account, tuple(new))
+            self.watched.difference_update(new)
+            raise
+        self.send_frame(m.Subscribed(id=frame.id, presences=[p.to_wire() for p in snapshot]))
+        hub.snapshot_sent(self, account, {p.presence.identity: p.version for p in snapshot})
+
+    async def _unsubscribe(self, frame: m.Unsubscribe) -> None:
+        assert self.token is not None
+        gone = tuple(i for i in frame.identities if i in self.watched)
+        self.watched.difference_update(gone)
+        await self.gateway.hub.unwatch(self, self.token.account_sid, gone)
+        self.send_frame(m.Ok(id=frame.id))
+
+    async def _ping(self, frame: m.Ping) -> None:
+        self.send_frame(m.Pong(id=frame.id))
+
+    async def _update_token(self, frame: m.UpdateToken) -> None:
+        assert self.token is not None
+        renewed = self._verify(frame.token)
+        check_renewal(self.token, renewed)
+        if not renewed.grants.can_register_presence():
+            raise RemoteProtocolError(ErrorCode.GRANT_MISSING_FATAL, "the renewed token no longer grants presence registration")
+        # A narrower token narrows the subscriptions too.
+        dropped = tuple(sorted(i for i in self.watched if not renewed.grants.can_subscribe(i)))
+        if dropped:
+            self.watched.difference_update(dropped)
+            await self.gateway.hub.unwatch(self, renewed.account_sid, dropped)
+        self.token = renewed
+        self.session.token_renewed(renewed.expires)
+        self.gateway.schedule(self)
+        self.send_frame(m.TokenUpdated(id=frame.id, expires=renewed.expires, unsubscribed=list(dropped) or None))
+
+    async def _bye(self, frame: m.Bye) -> None:
+        self._graceful = True
+        self.close_soon(CLOSE_NORMAL, "bye")
+
+    # -- timers -------------------------------------------------------------------
+
+    def on_timer(self, now: float) -> None:
+        event = self.session.tick(now)
+        if isinstance(event, FrameRefused):
+            self._refuse(event.error, None)
+        elif isinstance(event, TokenExpiring):
+            self.send_frame(m.TokenExpiring(expires=event.expires, seconds_left=event.seconds_left))
+
+    # -- writing --------------------------------------------------------------------
+
+    def send_frame(self, frame: m.ServerFrame, cache: dict[str, Any] | None = None) -> None:
+        """Queue a frame. ``cache`` shares one encoding among many recipients."""
+        if self.ws.closed or self._close_after_flush is not None:
+            return
+        if cache is None:
+            data = self.codec.encode(frame.to_wire())
+        else:
+            data = cache.get(self.codec.subprotocol)
+            if data is None:
+                data = cache[self.codec.subprotocol] = self.codec.encode(frame.to_wire())
+        if len(self._out) >= self.gateway.max_pending_frames:
+            # A client that does not read its frames would make us hold them
+            # without bound; it is closed instead, and will resync on reconnect.
+            self.log.warning("closing a session that does not read", pending=len(self._out))
+            self._out.clear()
+            self.session.closed()
+            self.close_soon(CLOSE_TRY_AGAIN_LATER, "slow_consumer")
+            return
+        self._out.append(data)
+        self._ensure_writer()
+
+    def close_soon(self, code: int, reason: str) -> None:
+        """Close after the queued frames are written."""
+        if self._close_after_flush is None:
+            self._close_after_flush = (code, reason)
+        self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        ws = self.ws
+        try:
+            while self._out:
+                data = self._out.popleft()
+                if isinstance(data, str):
+                    await ws.send_str(data)
+                else:
+                    await ws.send_bytes(data)
+            if self._close_after_flush is not None and not ws.closed:
+                code, reason = self._close_after_flush
+                await ws.close(code=code, message=reason.encode())
+        except (ConnectionError, RuntimeError, asyncio.CancelledError):
+            self._out.clear()  # the peer is gone; the reader sees the end
+
+    # -- the end ------------------------------------------------------------------------
+
+    async def _ended(self) -> None:
+        self.session.closed()
+        gw = self.gateway
+        gw.detach(self)
+        if self.token is not None and self.watched:
+            await gw.hub.unwatch(self, self.token.account_sid, tuple(self.watched))
+        if self.key is not None and not self.replaced:
+            try:
+                if self._graceful:
+                    await gw.presence.leave(self.key)
+                else:
+                    await gw.presence.drop(self.key)
+            except EngineUnavailable:
+                # The lease will expire on its own; nothing else to do.
+                self.log.warning("could not record the end of a session")
+        if self._writer is not None and not self._writer.done():
+            await asyncio.wait([self._writer], timeout=1.0)
+        if not self.ws.closed:
+            await self.ws.close()
+        self.log.info("session ended", graceful=self._graceful)
+
+
+_HANDLERS: dict[type, Any] = {
+    m.Register: Connection._register,
+    m.SetPresence: Connection._presence,
+    m.Subscribe: Connection._subscribe,
+    m.Unsubscribe: Connection._unsubscribe,
+    m.Ping: Connection._ping,
+    m.UpdateToken: Connection._update_token,
+    m.Bye: Connection._bye,
+}

@@ -1,0 +1,171 @@
+"""The gateway role: this node's WebSocket sessions and their shared timers.
+
+One heap of deadlines serves every session (register timeouts, idle
+timeouts, token warnings and expiry), so an idle session owns no timer or
+task of its own. Leases of all registered sessions are renewed in one batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+
+import structlog
+from aiohttp import web
+
+from protocol.addresses import new_sid
+from protocol.errors import CLOSE_SERVER_RESTART, CLOSE_SESSION_REPLACED, ErrorCode, RemoteProtocolError
+from protocol.frames import JSON_CODEC, SUBPROTOCOLS, codec_for
+from protocol.messages import Error, Reconnect
+from protocol.session import SessionLimits
+
+from ..accounts import AccountRegistry
+from ..clock import Clock
+from ..config import Config
+from ..engines.ports import SessionKey
+from ..presence.service import PresenceService
+from ..presence.subscriptions import SubscriptionHub
+from .connection import Connection
+
+log = structlog.get_logger(__name__)
+
+TIMER_RESOLUTION = 0.25  # seconds; how late a timeout may fire at most
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        config: Config,
+        accounts: AccountRegistry,
+        presence: PresenceService,
+        hub: SubscriptionHub,
+        clock: Clock,
+        node_id: str,
+    ) -> None:
+        self.config = config
+        self.accounts = accounts
+        self.presence = presence
+        self.hub = hub
+        self.clock = clock
+        self.node_id = node_id
+        g = config.gateway
+        self.limits = SessionLimits(
+            max_frame_bytes=g.max_frame_bytes,
+            rate=g.rate,
+            burst=g.burst,
+            register_timeout=g.register_timeout,
+            heartbeat=g.heartbeat,
+            idle_timeout=g.idle_timeout,
+            token_warning=g.token_warning,
+        )
+        self.max_pending_frames = 1024
+        self.connections: set[Connection] = set()
+        self.sessions: dict[str, Connection] = {}  # session id -> registered connection
+        self._deadlines: list[tuple[float, int, Connection]] = []
+        self._seq = itertools.count()
+        self.accepting = True
+
+    def new_session_id(self) -> str:
+        return new_sid("SE")
+
+    # -- the WebSocket endpoint ----------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(
+            protocols=SUBPROTOCOLS,
+            # Frames up to twice the limit are read and answered with error
+            # 10006; larger ones the transport refuses with close code 1009.
+            max_msg_size=2 * self.limits.max_frame_bytes,
+            autoping=True,
+            heartbeat=None,
+        )
+        await ws.prepare(request)
+        # No subprotocol offered (a hand-driven test client, say): JSON.
+        codec = codec_for(ws.ws_protocol) or JSON_CODEC
+        if not self.accepting:
+            data = codec.encode(Error.of(RemoteProtocolError(ErrorCode.SERVER_SHUTTING_DOWN)).to_wire())
+            await (ws.send_bytes(data) if isinstance(data, bytes) else ws.send_str(data))
+            await ws.close(code=CLOSE_SERVER_RESTART, message=b"shutting down")
+            return ws
+        conn = Connection(self, ws, codec, self.clock.time())
+        self.connections.add(conn)
+        self.schedule(conn)
+        await conn.run()
+        return ws
+
+    # -- the session table ------------------------------------------------------------
+
+    def attach(self, conn: Connection) -> None:
+        """A connection registered. If it resumed a session still held by an
+        older connection here, that one is told and closed, leaving presence alone."""
+        assert conn.key is not None
+        old = self.sessions.get(conn.key.session_id)
+        if old is not None and old is not conn:
+            old.replaced = True
+            old.send_frame(Error.of(RemoteProtocolError(ErrorCode.SESSION_REPLACED)))
+            old.session.closed()
+            old.close_soon(CLOSE_SESSION_REPLACED, "session_replaced")
+        self.sessions[conn.key.session_id] = conn
+
+    def detach(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if conn.key is not None and self.sessions.get(conn.key.session_id) is conn:
+            del self.sessions[conn.key.session_id]
+
+    def local_keys(self) -> list[SessionKey]:
+        return [c.key for c in self.sessions.values() if c.key is not None]
+
+    # -- timers --------------------------------------------------------------------------
+
+    def schedule(self, conn: Connection) -> None:
+        deadline = conn.session.deadline()
+        if deadline is None or deadline == conn.scheduled_at:
+            return
+        conn.scheduled_at = deadline
+        heapq.heappush(self._deadlines, (deadline, next(self._seq), conn))
+
+    def run_due_timers(self) -> None:
+        now = self.clock.time()
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, conn = heapq.heappop(heap)
+            if conn.scheduled_at != deadline:
+                continue  # superseded by a later schedule()
+            conn.scheduled_at = None
+            if conn not in self.connections:
+                continue
+            conn.on_timer(now)
+            self.schedule(conn)  # idle deadlines move with every frame; re-arm
+
+    async def timer_loop(self) -> None:
+        while True:
+            await self.clock.sleep(TIMER_RESOLUTION)
+            try:
+                self.run_due_timers()
+            except Exception:
+                log.exception("timer pass failed")
+
+    async def lease_loop(self) -> None:
+        interval = self.presence.config.lease_ttl / 3
+        while True:
+            await self.clock.sleep(interval)
+            try:
+                await self.presence.renew(self.local_keys())
+            except Exception:
+                log.warning("lease renewal failed; retrying next round", exc_info=True)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def shutdown(self, grace: float) -> None:
+        """Tell every client to reconnect, then close. Sessions linger through
+        the grace period, so a client that reconnects elsewhere resumes them."""
+        self.accepting = False
+        for conn in list(self.connections):
+            conn.send_frame(Reconnect(reason="server shutting down", retry_after=1.0))
+            conn.session.closed()
+            conn.close_soon(CLOSE_SERVER_RESTART, "server_restart")
+        deadline = asyncio.get_running_loop().time() + grace
+        while self.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)

@@ -1,0 +1,39 @@
+"""The aiohttp application: every route of this node, behind the error middleware."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from . import presence
+from .app_keys import ACCOUNTS, NODE, PRESENCE
+from .errors import error_middleware
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the engine serves and this node takes sessions."""
+    node = request.app[NODE]
+    checks = {"engine": await node.engine.ready(), "accepting_sessions": node.gateway.accepting}
+    ready = all(checks.values())
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+
+
+def build_app(node: Node) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    app[NODE] = node
+    app[ACCOUNTS] = node.accounts
+    app[PRESENCE] = node.presence
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/v1/connect", node.gateway.handle)
+    presence.add_routes(app)
+    return app

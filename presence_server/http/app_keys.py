@@ -1,0 +1,17 @@
+"""Typed application state (aiohttp ``AppKey``s) shared by the HTTP handlers."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from ..accounts import AccountRegistry
+from ..presence.service import PresenceService
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+ACCOUNTS = web.AppKey("accounts", AccountRegistry)
+PRESENCE = web.AppKey("presence", PresenceService)
+NODE: web.AppKey["Node"] = web.AppKey("node")

@@ -1,0 +1,58 @@
+"""REST errors: JSON ``{"code", "message", "more_info", "status"}`` for every failure,
+including unknown routes and our own bugs (which never show a traceback)."""
+
+from __future__ import annotations
+
+import json
+from typing import Awaitable, Callable
+
+import structlog
+from aiohttp import web
+
+from protocol.errors import ErrorCode, RemoteProtocolError
+
+from ..engines.ports import EngineUnavailable
+
+log = structlog.get_logger(__name__)
+
+MORE_INFO = "https://github.com/presence-server/presence-server/blob/main/docs/errors.md#{code}"
+
+
+class ApiError(Exception):
+    def __init__(self, error: ErrorCode, message: str | None = None, *, headers: dict[str, str] | None = None) -> None:
+        self.error = error
+        self.message = message or error.message
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+
+def error_response(error: ErrorCode, message: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    status = error.http_status
+    body = {"code": error.code, "message": message or error.message, "more_info": MORE_INFO.format(code=error.code), "status": status}
+    return web.Response(status=status, text=json.dumps(body), content_type="application/json", headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.error, exc.message, exc.headers)
+    except RemoteProtocolError as exc:
+        return error_response(exc.error, exc.message)
+    except EngineUnavailable:
+        return error_response(ErrorCode.ENGINE_UNAVAILABLE, headers={"Retry-After": "1"})
+    except web.HTTPNotFound:
+        return error_response(ErrorCode.NOT_FOUND)
+    except web.HTTPMethodNotAllowed as exc:
+        return error_response(ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": ",".join(sorted(exc.allowed_methods))})
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(ErrorCode.PARAMETER_INVALID if exc.status < 500 else ErrorCode.INTERNAL, exc.reason)
+    except Exception:
+        log.exception("request failed", path=request.path, method=request.method)
+        return error_response(ErrorCode.INTERNAL)

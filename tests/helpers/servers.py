@@ -1,0 +1,85 @@
+"""Real servers for tests: a Node on a free loopback port, driven by a manual clock."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from presence_server.clock import ManualClock
+from presence_server.config import Config, parse_config
+from presence_server.node import Node
+from protocol.addresses import new_sid
+from protocol.tokens import default_grants, mint_token
+
+
+@dataclass
+class TestAccount:
+    sid: str = field(default_factory=lambda: new_sid("AC"))
+    auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
+    key_sid: str = field(default_factory=lambda: new_sid("SK"))
+    key_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    identities: list[dict[str, str]] = field(default_factory=list)
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "sid": self.sid,
+            "auth_token": self.auth_token,
+            "api_keys": [{"sid": self.key_sid, "secret": self.key_secret}],
+            "identities": self.identities,
+        }
+
+
+@dataclass
+class RunningServer:
+    node: Node
+    clock: ManualClock
+    accounts: list[TestAccount]
+
+    @property
+    def account(self) -> TestAccount:
+        return self.accounts[0]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.node.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.node.port}/v1/connect"
+
+    def token(
+        self,
+        identity: str,
+        *,
+        account: TestAccount | None = None,
+        ttl: float = 3600,
+        grants: dict[str, Any] | None = None,
+    ) -> str:
+        acc = account or self.account
+        return mint_token(
+            key_sid=acc.key_sid,
+            account_sid=acc.sid,
+            identity=identity,
+            secret=acc.key_secret,
+            ttl=ttl,
+            now=self.clock.time(),
+            grants=default_grants(identity) if grants is None else grants,
+        )
+
+    async def advance(self, seconds: float) -> None:
+        await self.clock.advance(seconds)
+
+
+def make_config(accounts: list[TestAccount], **sections: Any) -> Config:
+    data: dict[str, Any] = {"accounts": [a.config() for a in accounts]}
+    data.update(sections)
+    return parse_config(data, environ={})
+
+
+async def start_server(accounts: list[TestAccount] | None = None, **sections: Any) -> RunningServer:
+    accounts = accounts or [TestAccount(identities=[{"identity": "alice", "phone": "+15550100001"}]), TestAccount()]
+    clock = ManualClock()
+    node = Node(make_config(accounts, **sections), clock=clock)
+    await node.start("127.0.0.1", 0)
+    return RunningServer(node, clock, accounts)
