@@ -49,7 +49,7 @@ def new_sid(prefix: str) -> str:
 
 
 def is_sid(value: object, prefix: str | None = None) -> bool:
-    if not isinstance(value, str) or not _SID_RE.match(value):
+    if not isinstance(value, str) or not _SID_RE.fullmatch(value):
         return False
     return prefix is None or value.startswith(prefix)
 
@@ -57,7 +57,7 @@ def is_sid(value: object, prefix: str | None = None) -> bool:
 def is_identity(value: object) -> bool:
     return (
         isinstance(value, str)
-        and _IDENTITY_RE.match(value) is not None
+        and _IDENTITY_RE.fullmatch(value) is not None
         and not value.lower().startswith("client:")
     )
 
@@ -72,13 +72,13 @@ def identity_problem(value: object) -> str | None:
         return f"identity is longer than {IDENTITY_MAX_LENGTH} characters"
     if value.lower().startswith("client:"):
         return "identity must not start with 'client:'"
-    if not _IDENTITY_RE.match(value):
+    if not _IDENTITY_RE.fullmatch(value):
         return "identity may hold only letters, digits and _ - . @ + : , and must start with a letter or digit"
     return None
 
 
 def is_e164(value: object) -> bool:
-    return isinstance(value, str) and _E164_RE.match(value) is not None
+    return isinstance(value, str) and _E164_RE.fullmatch(value) is not None
 
 
 def identity_matches(pattern: str, identity: str) -> bool:

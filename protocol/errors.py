@@ -65,7 +65,7 @@ class ErrorCode(enum.Enum):
     """The table of errors. ``ErrorCode.X.code`` is the integer on the wire."""
 
     # -- 10xxx: frames and session rules --------------------------------------
-    FRAME_UNDECODABLE = ErrorSpec(10001, "frame is not valid JSON or msgpack", 400, CLOSE_PROTOCOL_ERROR)
+    FRAME_UNDECODABLE = ErrorSpec(10001, "frame is not valid JSON or msgpack")
     FRAME_NOT_OBJECT = ErrorSpec(10002, "frame is not an object")
     FRAME_MISSING_TYPE = ErrorSpec(10003, "frame has no string 'type' field")
     FRAME_UNKNOWN_TYPE = ErrorSpec(10004, "unknown frame type")
@@ -77,7 +77,7 @@ class ErrorCode(enum.Enum):
     RATE_LIMIT_CLOSE = ErrorSpec(10010, "kept sending over the rate limit", 429, CLOSE_RATE_LIMITED)
     REGISTER_TIMEOUT = ErrorSpec(10011, "no register frame in time", 408, CLOSE_REGISTER_TIMEOUT)
     IDLE_TIMEOUT = ErrorSpec(10012, "no frame within the idle timeout", 408, CLOSE_IDLE_TIMEOUT)
-    WRONG_FRAME_KIND = ErrorSpec(10013, "text frame on a binary subprotocol or the reverse", 400, CLOSE_PROTOCOL_ERROR)
+    WRONG_FRAME_KIND = ErrorSpec(10013, "text frame on a binary subprotocol or the reverse")
     SERVER_SHUTTING_DOWN = ErrorSpec(10014, "the server is shutting down; reconnect", 503, CLOSE_SERVER_RESTART)
     SESSION_REPLACED = ErrorSpec(10015, "another connection resumed this session", 409, CLOSE_SESSION_REPLACED)
     ENGINE_UNAVAILABLE = ErrorSpec(10016, "temporarily unavailable; try again", 503)

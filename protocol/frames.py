@@ -45,7 +45,8 @@ def _decode_msgpack(data: str | bytes) -> Any:
 
 
 def _encode_msgpack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)
+    data: bytes = msgpack.packb(obj, use_bin_type=True)
+    return data
 
 
 @dataclass(frozen=True)

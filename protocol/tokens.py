@@ -439,15 +439,6 @@ def _grants_invalid(detail: str) -> NoReturn:
     _reject(ErrorCode.TOKEN_GRANTS_INVALID, detail)
 
 
-def _identity_problem(value: object) -> str | None:
-    problem = identity_problem(value)
-    # addresses' pattern ends in `$`, which also matches before a final "\n";
-    # close that gap here so "alice\n" never becomes an identity.
-    if problem is None and isinstance(value, str) and value.endswith("\n"):
-        return "identity may not end with a newline"
-    return problem
-
-
 def _freeze(value: Any, depth: int = 0) -> Any:
     if depth > MAX_GRANTS_DEPTH:
         _grants_invalid(f"grants are nested deeper than {MAX_GRANTS_DEPTH} levels")
@@ -491,7 +482,7 @@ def _subscribe_patterns(value: object) -> tuple[str, ...]:
             _grants_invalid(f"grants.presence.subscribe holds a non-string {_show(pattern)}")
         # "*" is everyone; "team-*" a prefix; anything else an exact identity.
         stem = pattern[:-1] if pattern.endswith("*") else pattern
-        problem = None if pattern == "*" else _identity_problem(stem)
+        problem = None if pattern == "*" else identity_problem(stem)
         if problem is not None:
             _grants_invalid(f"grants.presence.subscribe pattern {_show(pattern)} is invalid: {problem}")
         patterns.append(pattern)
@@ -509,7 +500,7 @@ def parse_grants(value: object) -> Grants:
     identity = raw.get("identity")
     if identity is None:
         _reject(ErrorCode.TOKEN_IDENTITY_INVALID, "grants.identity is missing")
-    problem = _identity_problem(identity)
+    problem = identity_problem(identity)
     if problem is not None:
         _reject(ErrorCode.TOKEN_IDENTITY_INVALID, f"grants.identity {_show(identity)} is invalid: {problem}")
     assert isinstance(identity, str)
@@ -596,7 +587,7 @@ def mint_token(
         raise ValueError(f"key_sid must be an API key SID, got {key_sid!r}")
     if not is_sid(account_sid, "AC"):
         raise ValueError(f"account_sid must be an account SID, got {account_sid!r}")
-    problem = _identity_problem(identity)
+    problem = identity_problem(identity)
     if problem is not None:
         raise ValueError(f"identity {identity!r} is invalid: {problem}")
     if not ttl > 0:

@@ -399,7 +399,17 @@ def test_key_of_another_account() -> None:
 
 @pytest.mark.parametrize(
     ("claim", "value"),
-    [("iss", AC), ("iss", "SK123"), ("iss", 42), ("iss", SK.upper()), ("sub", SK), ("sub", "AC"), ("sub", ["x"])],
+    [
+        ("iss", AC),
+        ("iss", "SK123"),
+        ("iss", 42),
+        ("iss", SK.upper()),
+        ("iss", SK + "\n"),  # a final newline must not slip through the SID pattern
+        ("sub", SK),
+        ("sub", "AC"),
+        ("sub", ["x"]),
+        ("sub", AC + "\n"),
+    ],
 )
 def test_issuer_or_subject_not_a_sid(claim: str, value: Any) -> None:
     error = reject(craft(HEADER, claims(**{claim: value})), ErrorCode.TOKEN_ISSUER_INVALID)
@@ -505,7 +515,7 @@ def test_max_ttl_is_configurable() -> None:
         ("client:bob", "client:"),
         ("bob smith", "letters, digits"),
         ("-bob", "start with"),
-        ("alice\n", "newline"),
+        ("alice\n", "may hold only"),
         (42, "string"),
     ],
 )
@@ -545,6 +555,7 @@ def test_grants_not_an_object(grants: Any) -> None:
         ({"voice": {"incoming": {"allow": "true"}}}, "grants.voice.incoming.allow"),
         ({"voice": {"outgoing": {"application_sid": "my-app"}}}, "application_sid"),
         ({"voice": {"outgoing": {}}}, "application_sid"),
+        ({"voice": {"outgoing": {"application_sid": AP + "\n"}}}, "application_sid"),
         ({"voice": {"outgoing": {"application_sid": AP, "params": "a=b"}}}, "params"),
         ({"voice": {"push_credential_sid": 5}}, "push_credential_sid"),
     ],
