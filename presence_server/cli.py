@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pass
         run(_serve(config))
         return 0
-    except ConfigError as exc:
+    except (ConfigError, ValueError) as exc:  # ValueError: mint_token's refusal (bad identity, ...)
         print(f"presence-server: {exc}", file=sys.stderr)
         return 2
 

@@ -77,9 +77,9 @@ def make_config(accounts: list[TestAccount], **sections: Any) -> Config:
     return parse_config(data, environ={})
 
 
-async def start_server(accounts: list[TestAccount] | None = None, **sections: Any) -> RunningServer:
+async def start_server(accounts: list[TestAccount] | None = None, *, clock_start: float | None = None, **sections: Any) -> RunningServer:
     accounts = accounts or [TestAccount(identities=[{"identity": "alice", "phone": "+15550100001"}]), TestAccount()]
-    clock = ManualClock()
+    clock = ManualClock() if clock_start is None else ManualClock(clock_start)
     node = Node(make_config(accounts, **sections), clock=clock)
     await node.start("127.0.0.1", 0)
     return RunningServer(node, clock, accounts)

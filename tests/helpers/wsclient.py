@@ -56,7 +56,7 @@ class RawClient:
         except Exception:
             pass
         await asyncio.wait_for(self.ws.wait_closed(), timeout)
-        rcvd = self.ws.close_rcvd
+        rcvd = self.ws.protocol.close_rcvd
         return (rcvd.code, rcvd.reason) if rcvd else (None, "")
 
     async def close(self) -> None:

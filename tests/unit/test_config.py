@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from presence_server.config import Config, ConfigError, load_config, parse_config
+
+AC = "AC" + "a" * 32
+SK = "SK" + "b" * 32
+GOOD = {"accounts": [{"sid": AC, "auth_token": "t" * 32, "api_keys": [{"sid": SK, "secret": "s" * 32}]}]}
+
+
+def problems(data: dict, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, environ=env or {})
+    return info.value.problems
+
+
+def test_defaults() -> None:
+    cfg = parse_config({}, environ={})
+    assert cfg.server.port == 8080 and cfg.server.host == "127.0.0.1" and cfg.engine.kind == "memory"
+    assert cfg.accounts == []
+
+
+def test_good_config() -> None:
+    cfg = parse_config(GOOD, environ={})
+    assert cfg.accounts[0].api_keys[0].sid == SK
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"server": {"port": 70000}}, "server.port"),
+        ({"server": {"prot": 1}}, "server.prot: unknown key"),
+        ({"engine": {"kind": "postgres"}}, "engine.kind"),
+        ({"engine": {"kind": "redis"}}, "engine.url is required"),
+        ({"accounts": [{"sid": "AC1", "auth_token": "t" * 32}]}, "accounts[0].sid: must be 'AC'"),
+        ({"accounts": [{"sid": AC, "auth_token": "short"}]}, "accounts[0].auth_token: must be at least 16"),
+        ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "api_keys": [{"sid": SK}]}]}, "accounts[0].api_keys[0]: an API key needs"),
+        ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "api_keys": [{"sid": "SKx", "secret": "s" * 32}]}]}, "accounts[0].api_keys[0].sid"),
+        ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "identities": [{"identity": "a b"}]}]}, "accounts[0].identities[0].identity"),
+        ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "identities": [{"identity": "a", "phone": "555"}]}]}, "accounts[0].identities[0].phone"),
+        ({"accounts": [GOOD["accounts"][0], GOOD["accounts"][0]]}, "account sid twice"),
+        ({"gateway": {"heartbeat": 60, "idle_timeout": 30}}, "idle_timeout must be longer"),
+        ({"dev": True}, "dev: not a file setting"),
+    ],
+)
+def test_bad_keys_are_named(data: dict, expected: str) -> None:
+    found = problems(data)
+    assert any(expected in p for p in found), found
+
+
+def test_env_overrides() -> None:
+    cfg = parse_config(GOOD, environ={"PRESENCE_SERVER_PORT": "9001", "PRESENCE_GATEWAY_MAX_FRAME_BYTES": "2048", "PRESENCE_ENGINE_DATA_DIR": "/tmp/x y"})
+    assert cfg.server.port == 9001 and cfg.gateway.max_frame_bytes == 2048 and cfg.engine.data_dir == "/tmp/x y"
+
+
+def test_bad_env_names_the_variable() -> None:
+    assert problems({}, {"PRESENCE_SERVER_PROT": "1"}) == ["PRESENCE_SERVER_PROT: [server] has no key 'prot'"]
+    assert "PRESENCE_NOPE_X" in problems({}, {"PRESENCE_NOPE_X": "1"})[0]
+    assert "server.port" in problems({}, {"PRESENCE_SERVER_PORT": "eighty"})[0]
+
+
+def test_load_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.toml", environ={})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad, environ={})
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "deploy" / "config.example.toml"
+    cfg = load_config(example, environ={})
+    assert isinstance(cfg, Config) and cfg.accounts
+
+
+def test_check_config_cli(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[server]\nport = "x"\n')
+    out = subprocess.run([sys.executable, "-m", "presence_server.cli", "check-config", str(bad)], capture_output=True, text=True)
+    assert out.returncode == 2 and "server.port" in out.stderr
+
+
+def test_docs_name_every_key() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for section_name, section in Config.model_fields.items():
+        if section_name == "dev":
+            continue
+        model = section.annotation
+        if hasattr(model, "model_fields"):
+            for key in model.model_fields:
+                assert f"{key}" in doc, f"docs/configuration.md does not mention [{section_name}] {key}"
