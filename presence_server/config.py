@@ -83,6 +83,9 @@ class GatewayConfig(_Section):
     token_warning: float = Field(60.0, ge=0)
     max_subscriptions: int = Field(1000, ge=1)
     max_sessions_per_identity: int = Field(20, ge=1)
+    # Frames queued for a client that does not read them; past this the
+    # session is closed (4013) rather than held in memory without bound.
+    max_pending_frames: int = Field(1024, ge=16)
 
     @model_validator(mode="after")
     def _idle_after_heartbeat(self) -> GatewayConfig:

@@ -136,11 +136,11 @@ class Connection:
             connected_at=base.connected_at,
             last_activity=now,
         )
+        await gw.presence.connect(session)
         self.token = token
         self.key = SessionKey(account, identity, session.session_id)
         self.log = log.bind(account_sid=account, session_id=session.session_id, identity=identity)
         gw.attach(self)  # closes a local connection that held the resumed session
-        await gw.presence.connect(session)
         self.session.registered(token.expires)
         gw.schedule(self)
         limits = gw.limits
@@ -245,7 +245,7 @@ class Connection:
             data = cache.get(self.codec.subprotocol)
             if data is None:
                 data = cache[self.codec.subprotocol] = self.codec.encode(frame.to_wire())
-        if len(self._out) >= self.gateway.max_pending_frames:
+        if len(self._out) >= self.gateway.config.gateway.max_pending_frames:
             # A client that does not read its frames would make us hold them
             # without bound; it is closed instead, and will resync on reconnect.
             self.log.warning("closing a session that does not read", pending=len(self._out))

@@ -60,7 +60,6 @@ class Gateway:
             idle_timeout=g.idle_timeout,
             token_warning=g.token_warning,
         )
-        self.max_pending_frames = 1024
         self.connections: set[Connection] = set()
         self.sessions: dict[str, Connection] = {}  # session id -> registered connection
         self._deadlines: list[tuple[float, int, Connection]] = []

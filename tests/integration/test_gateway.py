@@ -379,3 +379,21 @@ async def test_no_subprotocol_means_json(server: RunningServer) -> None:
         await ws.send(json.dumps({"type": "register", "token": server.token("alice")}))
         reply = json.loads(await ws.recv())
         assert reply["type"] == "registered"
+
+
+async def test_a_client_that_never_reads_is_closed_not_buffered() -> None:
+    from protocol.messages import Pong
+    from tests.helpers.servers import start_server
+
+    running = await start_server(gateway={"max_pending_frames": 16})
+    try:
+        reader, _ = await open_registered(running, "bob")
+        (conn,) = running.node.gateway.sessions.values()
+        # Frames queued faster than the socket takes them (here: all within one
+        # turn of the event loop, so the writer cannot drain any) pile up to the bound.
+        for i in range(40):
+            conn.send_frame(Pong(id=i))
+        assert conn.session.state.value == "closed"
+        assert (await reader.closed())[0] == 4013
+    finally:
+        await running.node.stop()
