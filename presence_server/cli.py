@@ -18,11 +18,14 @@ from .logs import configure_logging
 
 
 def _config_with_dev(path: str | None, is_dev: bool, **overrides: Any) -> Config:
-    if is_dev:
-        overrides["dev"] = True
-        if path is None:
-            overrides["accounts"] = [dev.load_or_create()]
-    return load_config(path, **overrides)
+    config = load_config(path, **overrides)
+    if not is_dev:
+        return config
+    # Dev mode always has the dev account (after any configured ones), so the
+    # banner and `token` have a key to sign with.
+    dev_account = dev.load_or_create()
+    accounts = [a.model_dump() for a in config.accounts if a.sid != dev_account["sid"]]
+    return load_config(path, **{**overrides, "dev": True, "accounts": accounts + [dev_account]})
 
 
 def _pick_key(config: Config, account_sid: str | None, key_sid: str | None) -> tuple[str, str, str]:
@@ -51,7 +54,7 @@ async def _serve(config: Config) -> None:
 
 
 def _print_dev_banner(config: Config, port: int) -> None:
-    account = config.accounts[0]
+    account = config.accounts[-1]  # the dev account
     key = account.api_keys[0]
     host = config.server.host
     exe = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "presence-server"

@@ -22,6 +22,7 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocol.addresses import identity_problem, is_e164, is_sid
+from protocol.tokens import load_public_key
 
 ENV_PREFIX = "PRESENCE_"
 MIN_SECRET_LENGTH = 16
@@ -55,21 +56,18 @@ def _secret_check(value: str | None) -> str | None:
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
-    # The URL clients and carriers use to reach this server; used in links and
-    # in the URLs it signs. Defaults to http://host:port.
-    public_url: str | None = None
     shutdown_grace: float = Field(2.0, ge=0, le=300)
 
 
 class EngineConfig(_Section):
     kind: Literal["memory", "redis"] = "memory"
     url: str | None = None
-    data_dir: str = "./data"
 
     @model_validator(mode="after")
     def _url_for_redis(self) -> EngineConfig:
-        if self.kind == "redis" and not self.url:
-            raise ValueError("engine.url is required when kind = 'redis'")
+        if self.kind == "redis":
+            # Refused here rather than at start, so check-config says it too.
+            raise ValueError("engine.kind = 'redis' is not built yet in this version; use 'memory'")
         return self
 
 
@@ -118,6 +116,13 @@ class ApiKeyConfig(_Section):
 
     _sid = field_validator("sid")(_sid_validator("SK"))
     _secret = field_validator("secret")(_secret_check)
+
+    @field_validator("public_key_pem")
+    @classmethod
+    def _pem(cls, value: str | None) -> str | None:
+        if value is not None:
+            load_public_key(value)  # ValueError names what is wrong with it
+        return value
 
     @model_validator(mode="after")
     def _some_key(self) -> ApiKeyConfig:

@@ -21,7 +21,7 @@ from typing import Union
 
 from .errors import ErrorCode, RemoteProtocolError
 from .frames import Codec
-from .messages import Bye, ClientFrame, RequestId, parse_client_frame, request_id
+from .messages import CLIENT_FRAMES, Bye, ClientFrame, RequestId, parse_client_frame, request_id
 from .ratelimit import TokenBucket
 
 
@@ -109,6 +109,9 @@ class ServerSession:
         if self.state is SessionState.CLOSED:
             raise RuntimeError("frame received on a closed session")
         self.last_frame_at = now
+        # Every frame counts against the rate, undecodable ones too: refusing
+        # garbage costs us an answer each time, so garbage must not be free.
+        within_rate = self._bucket.take(now)
         rid: RequestId = None
         try:
             obj = self.codec.decode(data, max_bytes=self.limits.max_frame_bytes)
@@ -116,19 +119,22 @@ class ServerSession:
                 rid = request_id(obj)
             except RemoteProtocolError:
                 rid = None
-            if not self._bucket.take(now):
-                if not self._over.take(now):
-                    return self._refuse(RemoteProtocolError(ErrorCode.RATE_LIMIT_CLOSE), rid)
-                return FrameRefused(RemoteProtocolError(ErrorCode.RATE_LIMITED), rid)
+            if not within_rate:
+                raise RemoteProtocolError(ErrorCode.RATE_LIMITED)
             frame_type = obj["type"]
             if frame_type not in ALLOWED_FRAMES[self.state]:
-                refusal = REFUSAL_IN_STATE[self.state]
-                # An unknown type is that error in any state; a known frame
-                # out of order is the state's refusal.
-                parse_client_frame(obj)
-                return self._refuse(RemoteProtocolError(refusal, f"'{frame_type}' is not allowed now"), rid)
+                # Refused on its type alone, before its fields are read: an
+                # unknown type is that error in any state, a known frame out of
+                # order is the state's refusal.
+                if frame_type not in CLIENT_FRAMES:
+                    raise RemoteProtocolError(ErrorCode.FRAME_UNKNOWN_TYPE, f"unknown frame type {frame_type[:32]!r}")
+                raise RemoteProtocolError(REFUSAL_IN_STATE[self.state], f"'{frame_type}' is not allowed now")
             frame = parse_client_frame(obj)
         except RemoteProtocolError as exc:
+            if not within_rate and not self._over.take(now):
+                return self._refuse(RemoteProtocolError(ErrorCode.RATE_LIMIT_CLOSE), rid)
+            if not within_rate:
+                exc = RemoteProtocolError(ErrorCode.RATE_LIMITED)
             return self._refuse(exc, rid)
         if isinstance(frame, Bye):
             self.state = SessionState.CLOSED

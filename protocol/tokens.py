@@ -82,7 +82,7 @@ PublicKey: TypeAlias = "ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey"
 
 
 @functools.lru_cache(maxsize=256)
-def _public_key(pem: str) -> ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey:
+def load_public_key(pem: str) -> ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey:
     """Load (once) a P-256 or Ed25519 public key; ValueError for anything else."""
     try:
         key = load_pem_public_key(pem.encode("ascii"))
@@ -126,7 +126,7 @@ class SigningKey:
             if "-----BEGIN" in self.secret:
                 raise ValueError("SigningKey.secret looks like a PEM key; put public keys in public_key_pem")
         if self.public_key_pem is not None:
-            _public_key(self.public_key_pem)
+            load_public_key(self.public_key_pem)
 
 
 KeyLookup: TypeAlias = Callable[[str], "SigningKey | None"]
@@ -251,7 +251,7 @@ def _verification_key(key: SigningKey, alg: str) -> str | PublicKey:
             ErrorCode.TOKEN_ALGORITHM_REFUSED,
             f"API key {key.sid} has only a shared secret: {alg} is refused (use HS256)",
         )
-    public = _public_key(key.public_key_pem)
+    public = load_public_key(key.public_key_pem)
     if _algorithm_of(public) != alg:
         kind = "a P-256" if alg == "EdDSA" else "an Ed25519"
         _reject(

@@ -136,12 +136,17 @@ class Connection:
             connected_at=base.connected_at,
             last_activity=now,
         )
+        # Claim before the store write: a local connection that held the
+        # resumed session must not mark it lingering while we write.
+        gw.claim(session.session_id)
         await gw.presence.connect(session)
         self.token = token
         self.key = SessionKey(account, identity, session.session_id)
         self.log = log.bind(account_sid=account, session_id=session.session_id, identity=identity)
-        gw.attach(self)  # closes a local connection that held the resumed session
-        self.session.registered(token.expires)
+        gw.attach(self)
+        # Verification accepted the token up to clock_skew past its exp; the
+        # session honours the same allowance rather than closing at once.
+        self.session.registered(token.expires + gw.config.tokens.clock_skew)
         gw.schedule(self)
         limits = gw.limits
         self.send_frame(
@@ -216,7 +221,7 @@ class Connection:
             self.watched.difference_update(dropped)
             await self.gateway.hub.unwatch(self, renewed.account_sid, dropped)
         self.token = renewed
-        self.session.token_renewed(renewed.expires)
+        self.session.token_renewed(renewed.expires + self.gateway.config.tokens.clock_skew)
         self.gateway.schedule(self)
         self.send_frame(m.TokenUpdated(id=frame.id, expires=renewed.expires, unsubscribed=list(dropped) or None))
 

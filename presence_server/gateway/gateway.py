@@ -96,16 +96,19 @@ class Gateway:
 
     # -- the session table ------------------------------------------------------------
 
-    def attach(self, conn: Connection) -> None:
-        """A connection registered. If it resumed a session still held by an
-        older connection here, that one is told and closed, leaving presence alone."""
-        assert conn.key is not None
-        old = self.sessions.get(conn.key.session_id)
-        if old is not None and old is not conn:
+    def claim(self, session_id: str) -> None:
+        """A connection is resuming this session. The local connection that still
+        holds it (a half-open socket, say) is told and closed, and leaves the
+        session's presence alone when it ends."""
+        old = self.sessions.pop(session_id, None)
+        if old is not None:
             old.replaced = True
             old.send_frame(Error.of(RemoteProtocolError(ErrorCode.SESSION_REPLACED)))
             old.session.closed()
             old.close_soon(CLOSE_SESSION_REPLACED, "session_replaced")
+
+    def attach(self, conn: Connection) -> None:
+        assert conn.key is not None
         self.sessions[conn.key.session_id] = conn
 
     def detach(self, conn: Connection) -> None:

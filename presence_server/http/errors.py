@@ -15,7 +15,8 @@ from ..engines.ports import EngineUnavailable
 
 log = structlog.get_logger(__name__)
 
-MORE_INFO = "https://github.com/presence-server/presence-server/blob/main/docs/errors.md#{code}"
+# Where the error table lives; relative to the project, as this server has no docs site of its own.
+MORE_INFO = "docs/protocol.md#errors ({code})"
 
 
 class ApiError(Exception):

@@ -236,22 +236,26 @@ async def test_subscribe_limited_to_granted_patterns(server: RunningServer) -> N
 async def test_token_expiring_then_renewed(server: RunningServer) -> None:
     client = await RawClient.open(server.ws_url)
     await client.register(server.token("alice", ttl=100))
-    await server.advance(41)
+    await server.advance(45)
     await client.send({"type": "ping"})
+    await server.advance(30)  # the warning comes 60 s before exp + 30 s of allowed skew
     warning = await client.recv_type("token_expiring")
     assert 0 < warning["seconds_left"] <= 60
     await client.send({"type": "update_token", "token": server.token("alice", ttl=3600), "id": "u"})
     renewed = await client.recv_type("token_updated")
     assert renewed["id"] == "u" and renewed["expires"] > warning["expires"]
-    await server.advance(40)
-    await client.send({"type": "ping", "id": "alive"})
-    assert (await client.recv_type("pong"))["id"] == "alive"
+    for _ in range(2):  # past the old token's end (130 s) with pings against the idle timeout
+        await server.advance(40)
+        await client.send({"type": "ping", "id": "alive"})
+        assert (await client.recv_type("pong"))["id"] == "alive"
 
 
 async def test_token_expiry_closes(server: RunningServer) -> None:
     client = await RawClient.open(server.ws_url)
     await client.register(server.token("alice", ttl=50))
-    await server.advance(51)
+    await server.advance(50)
+    await client.send({"type": "ping"})
+    await server.advance(31)  # past exp plus the 30 s clock-skew allowance
     err = await client.recv_type("error")
     assert err["code"] == ErrorCode.TOKEN_EXPIRED.code
     assert (await client.closed())[0] == 4002

@@ -36,7 +36,8 @@ def test_good_config() -> None:
         ({"server": {"port": 70000}}, "server.port"),
         ({"server": {"prot": 1}}, "server.prot: unknown key"),
         ({"engine": {"kind": "postgres"}}, "engine.kind"),
-        ({"engine": {"kind": "redis"}}, "engine.url is required"),
+        ({"engine": {"kind": "redis", "url": "redis://x"}}, "not built yet"),
+        ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "api_keys": [{"sid": SK, "public_key_pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}]}]}, "accounts[0].api_keys[0].public_key_pem"),
         ({"accounts": [{"sid": "AC1", "auth_token": "t" * 32}]}, "accounts[0].sid: must be 'AC'"),
         ({"accounts": [{"sid": AC, "auth_token": "short"}]}, "accounts[0].auth_token: must be at least 16"),
         ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "api_keys": [{"sid": SK}]}]}, "accounts[0].api_keys[0]: an API key needs"),
@@ -54,8 +55,8 @@ def test_bad_keys_are_named(data: dict, expected: str) -> None:
 
 
 def test_env_overrides() -> None:
-    cfg = parse_config(GOOD, environ={"PRESENCE_SERVER_PORT": "9001", "PRESENCE_GATEWAY_MAX_FRAME_BYTES": "2048", "PRESENCE_ENGINE_DATA_DIR": "/tmp/x y"})
-    assert cfg.server.port == 9001 and cfg.gateway.max_frame_bytes == 2048 and cfg.engine.data_dir == "/tmp/x y"
+    cfg = parse_config(GOOD, environ={"PRESENCE_SERVER_PORT": "9001", "PRESENCE_GATEWAY_MAX_FRAME_BYTES": "2048", "PRESENCE_SERVER_HOST": "::1"})
+    assert cfg.server.port == 9001 and cfg.gateway.max_frame_bytes == 2048 and cfg.server.host == "::1"
 
 
 def test_bad_env_names_the_variable() -> None:

@@ -48,15 +48,15 @@ def test_second_register_is_refused_but_not_fatal() -> None:
 
 def test_bad_frames_are_refused_and_the_session_goes_on() -> None:
     sess = registered()
-    for data, code in [
+    for now, (data, code) in enumerate([
         ("{not json", ErrorCode.FRAME_UNDECODABLE),
         ("[1]", ErrorCode.FRAME_NOT_OBJECT),
         (frame(kind="x"), ErrorCode.FRAME_MISSING_TYPE),
         (frame(type="dance", id="d"), ErrorCode.FRAME_UNKNOWN_TYPE),
         (frame(type="presence", priority="high"), ErrorCode.FRAME_INVALID_FIELD),
         (b"binary", ErrorCode.WRONG_FRAME_KIND),
-    ]:
-        result = sess.receive(data, 1)
+    ]):
+        result = sess.receive(data, float(now))
         assert isinstance(result, FrameRefused) and result.error.error is code, data
         assert not result.fatal
     assert sess.state is SessionState.REGISTERED
@@ -139,3 +139,21 @@ def test_register_frame_round_trip_in_msgpack() -> None:
     sess = ServerSession(MSGPACK_CODEC, LIMITS, 0)
     result = sess.receive(MSGPACK_CODEC.encode({"type": "register", "token": "abc"}), 0)
     assert isinstance(result, FrameAccepted) and result.frame == Register(token="abc")
+
+
+def test_garbage_counts_against_the_rate_limit() -> None:
+    sess = registered()
+    outcomes = []
+    for _ in range(20):
+        outcomes.append(sess.receive("{garbage", 5.0))
+        if sess.state is SessionState.CLOSED:
+            break
+    codes = [o.error.error for o in outcomes if isinstance(o, FrameRefused)]
+    assert codes[:5] == [ErrorCode.FRAME_UNDECODABLE] * 5
+    assert codes[5:10] == [ErrorCode.RATE_LIMITED] * 5 and codes[-1] is ErrorCode.RATE_LIMIT_CLOSE
+
+
+def test_out_of_state_frames_are_refused_on_their_type_alone() -> None:
+    sess = ServerSession(JSON_CODEC, LIMITS, 0)
+    result = sess.receive(frame(type="presence", status="not-a-status"), 0)
+    assert isinstance(result, FrameRefused) and result.error.error is ErrorCode.NOT_REGISTERED and result.fatal

@@ -65,9 +65,10 @@ class NotConnectedError(PresenceError):
         super().__init__(None, message)
 
 
-class ConnectionLostError(PresenceError):
-    """The connection ended (or could not be opened). ``close_code`` is the
-    WebSocket close code when there was one (1006: no close frame)."""
+class PresenceConnectionError(PresenceError, ConnectionError):
+    """The connection could not be opened, or ended before a reply came.
+    ``close_code`` is the WebSocket close code when there was one (1006: the
+    connection dropped without one)."""
 
     def __init__(self, message: str, *, close_code: int | None = None, reason: str = "") -> None:
         super().__init__(None, message, close_code=close_code)
@@ -81,10 +82,11 @@ class RequestTimeoutError(PresenceError, TimeoutError):
         super().__init__(None, message)
 
 
-class TokenRenewalError(PresenceError):
-    """Fetching a new token or sending it (``update_token``) failed. Reported
-    through ``on_error``; ``__cause__`` holds the underlying exception, and
-    ``code`` the server's code when the server refused the token."""
+class TokenError(PresenceError):
+    """Getting a token from the token callable, or renewing the session with
+    it (``update_token``), failed. Renewal failures are reported through
+    ``on_error``; ``__cause__`` holds the underlying exception, and ``code``
+    the server's code when the server refused the token."""
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(code, message)
