@@ -54,12 +54,21 @@ SIGNATURE_HEADER: Final = "X-Twilio-Signature"
 BODY_HASH_PARAMETER: Final = "bodySHA256"
 
 # A form: one value per name, or several for a repeated name (``To=a&To=b``).
+# Multi-valued mappings (aiohttp's MultiDict, Django's QueryDict) work as they are.
 SignatureParams: TypeAlias = Mapping[str, str | Sequence[str]]
 
 _STANDARD_PORTS: Final = {"https": 443, "http": 80}
 
 
-def _values(value: str | Sequence[str]) -> list[str]:
+def _values(params: SignatureParams, name: str) -> list[str]:
+    # A multi-valued form (aiohttp's MultiDict, Django's QueryDict) answers
+    # params[name] with the first value only; ask it for all of them, as the
+    # helper library does.
+    for method in ("getall", "getlist"):
+        get_all = getattr(params, method, None)
+        if callable(get_all):
+            return [str(value) for value in get_all(name)]
+    value = params[name]
     # A str is itself a Sequence[str]; without this check "abc" would be
     # signed as the three values "a", "b", "c".
     if isinstance(value, str):
@@ -72,7 +81,7 @@ def signing_string(url: str, params: SignatureParams | None) -> str:
     parts = [url]
     if params:
         for name in sorted(set(params)):
-            for value in sorted(set(_values(params[name]))):
+            for value in sorted(set(_values(params, name))):
                 parts.append(name)
                 parts.append(value)
     return "".join(parts)

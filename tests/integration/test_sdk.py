@@ -32,6 +32,7 @@ from presence_server.clock import ManualClock
 from protocol.frames import JSON_SUBPROTOCOL, MSGPACK_SUBPROTOCOL
 from protocol.tokens import mint_token
 from tests.helpers.servers import RunningServer
+from tests.helpers.wsclient import RawClient
 
 ENCODINGS = ["json", "msgpack"]
 SUBPROTOCOL = {"json": JSON_SUBPROTOCOL, "msgpack": MSGPACK_SUBPROTOCOL}
@@ -618,6 +619,34 @@ async def test_refused_fresh_token_ends_the_client(server: RunningServer, make_c
     await server_connection(server, alice.session_id).ws.close(code=4002)
     await asyncio.wait_for(alice.wait_closed(), 5)
     assert alice.close_error is not None and alice.close_error.code == 20101  # tried once, then gave up
+
+
+@pytest.mark.parametrize(
+    ("code", "reconnects"),
+    [(1000, False), (1001, True), (1011, True), (1012, True), (4000, False), (4005, True), (4009, False), (4013, True)],
+)
+async def test_which_closes_are_worth_a_reconnect(server: RunningServer, make_client: Any, code: int, reconnects: bool) -> None:
+    events = Events()
+    alice = make_client("alice", clock=ManualClock(), **events.hooks())  # never advanced: no retry happens
+    await alice.connect()
+    await server_connection(server, alice.session_id).ws.close(code=code)
+    await events.until(lambda: len(events.disconnects) == 1)
+    assert events.disconnects[0].code == code and events.disconnects[0].will_reconnect is reconnects
+    assert alice.state is (ClientState.RECONNECTING if reconnects else ClientState.CLOSED)
+
+
+async def test_session_taken_over_elsewhere_is_not_fought_for(server: RunningServer, make_client: Any) -> None:
+    events = Events()
+    alice = make_client("alice", **events.hooks())
+    await alice.connect()
+    other = await RawClient.open(server.ws_url)
+    reply = await other.register(server.token("alice"), resume=alice.session_id)
+    assert reply["resumed"]
+
+    await asyncio.wait_for(alice.wait_closed(), 5)
+    assert events.disconnects[0].code == 4010 and not events.disconnects[0].will_reconnect
+    assert alice.close_error is not None and alice.close_error.code == 10015
+    await other.close()
 
 
 async def test_reconnect_disabled(server: RunningServer, make_client: Any) -> None:

@@ -1,4 +1,4 @@
-"""The SDK's reconnect backoff, and its pure pieces (models, argument checks)."""
+"""The SDK's reconnect backoff: bounds, full jitter, reset after success."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from presence_client import Backoff, Presence, Status
-from presence_client import _validate
+from presence_client import Backoff
 
-# -- backoff ----------------------------------------------------------------------------------
 
 
 def test_ceilings_double_up_to_the_cap() -> None:
@@ -97,59 +95,3 @@ def test_zero_initial_means_no_wait_and_multiplier_one_is_constant() -> None:
 def test_bad_backoff_arguments(args: tuple[object, ...], kwargs: dict[str, object], error: type[Exception]) -> None:
     with pytest.raises(error):
         Backoff(*args, **kwargs)  # type: ignore[arg-type]
-
-
-# -- models -----------------------------------------------------------------------------------
-
-WIRE = {
-    "identity": "alice",
-    "status": "away",
-    "text": "lunch",
-    "last_seen": 1800000000,
-    "version": 7,
-    "sessions": [
-        {
-            "session": "SE" + "0" * 32,
-            "status": "away",
-            "text": "lunch",
-            "priority": 3,
-            "capabilities": ["voice"],
-            "connected_at": 1.0,
-            "last_activity": 2.0,
-        }
-    ],
-}
-
-
-def test_presence_from_wire() -> None:
-    presence = Presence.from_wire(WIRE)
-    assert (presence.identity, presence.status, presence.text, presence.version) == ("alice", Status.AWAY, "lunch", 7)
-    assert presence.last_seen == 1800000000.0 and presence.online
-    (session,) = presence.sessions
-    assert (session.session_id, session.priority, session.capabilities) == ("SE" + "0" * 32, 3, ("voice",))
-
-
-def test_same_state_ignores_activity_times_and_versions() -> None:
-    base = Presence.from_wire(WIRE)
-    later = Presence.from_wire({**WIRE, "version": 9, "last_seen": 1800000100, "sessions": [{**WIRE["sessions"][0], "last_activity": 99.0}]})  # type: ignore[dict-item]
-    assert base.same_state(later)
-    changed = Presence.from_wire({**WIRE, "text": "back"})
-    assert not base.same_state(changed)
-    assert not base.same_state(None)
-
-
-@pytest.mark.parametrize("bad", [{}, {**WIRE, "status": "asleep"}, {**WIRE, "identity": 5}, {**WIRE, "sessions": "x"}])
-def test_malformed_presence_is_refused(bad: dict[str, object]) -> None:
-    with pytest.raises((KeyError, TypeError, ValueError)):
-        Presence.from_wire(bad)
-
-
-# -- argument checks --------------------------------------------------------------------------
-
-
-def test_validation_accepts_what_the_server_accepts() -> None:
-    assert _validate.status(Status.DND) == "dnd"
-    assert _validate.capabilities(["voice", "voice", "video"]) == ("voice", "video")
-    assert _validate.identities(("bob", "bob", "team-1@example.com"), what="subscribe") == ("bob", "team-1@example.com")
-    assert _validate.url("wss://presence.example.com/v1/connect")
-    assert _validate.priority(-128) == -128 and _validate.priority(127) == 127

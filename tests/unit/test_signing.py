@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import pytest
 from hypothesis import assume, given, settings
+from multidict import MultiDict, MultiDictProxy
 from hypothesis import strategies as st
 from twilio.request_validator import RequestValidator
 
@@ -65,6 +66,13 @@ def test_security_docs_vector() -> None:
 def test_repeated_parameter_values_are_sorted() -> None:
     params = {"Sid": "CA123", "SidAccount": "AC123", "Digits": ["5678", "1234"]}
     assert compute_signature(TOKEN, URI, params) == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+
+
+def test_multidict_forms_sign_every_value() -> None:
+    # What aiohttp's request.post() returns: params["Digits"] is only the first value.
+    form = MultiDict([("Sid", "CA123"), ("SidAccount", "AC123"), ("Digits", "5678"), ("Digits", "1234")])
+    assert compute_signature(TOKEN, URI, form) == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
+    assert validate_signature(TOKEN, URI, MultiDictProxy(form), "IK+Dwps556ElfBT0I3Rgjkr1wJU=")
 
 
 def test_repeated_identical_values_count_once_like_the_library() -> None:

@@ -9,15 +9,23 @@ again on the next link).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Mapping
 
 from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from protocol.errors import CLOSE_CODES
-from protocol.frames import Codec
+from protocol.errors import CLOSE_CODES, RemoteProtocolError
+from protocol.frames import JSON_CODEC, Codec, codec_for
 
-from .errors import PresenceError
+from .errors import PresenceConnectionError, PresenceError
 from .models import SessionInfo
+
+# Server frames can be larger than the server's limit on *client* frames: a
+# snapshot of 100 identities with many sessions each, say.
+MAX_INCOMING_FRAME = 16 * 1024 * 1024
+# How long a closing handshake may take before the socket is dropped.
+CLOSE_TIMEOUT = 2.0
 
 
 class LinkLost(Exception):
@@ -76,3 +84,59 @@ class Link:
         if code == 1006:
             return "the connection dropped without a close frame"
         return CLOSE_CODES.get(code, "") if code is not None else ""
+
+
+async def open_link(
+    url: str,
+    codec: Codec,
+    register: dict[str, Any],
+    *,
+    timeout: float,
+    now: float,
+    ws_options: Mapping[str, Any] | None = None,
+) -> Link:
+    """Connect and send ``register``; returns the registered link (its tasks
+    not started). Raises :class:`PresenceError` for a refusal (the server's
+    code), :class:`PresenceConnectionError` for everything else."""
+    options: dict[str, Any] = {
+        "subprotocols": [codec.subprotocol],
+        "open_timeout": timeout,
+        "ping_interval": None,  # the protocol's own ping frames keep the session alive
+        "close_timeout": CLOSE_TIMEOUT,
+        "max_size": MAX_INCOMING_FRAME,
+        **(ws_options or {}),
+    }
+    try:
+        ws = await ws_connect(url, **options)
+    except (OSError, TimeoutError, WebSocketException) as exc:
+        raise PresenceConnectionError(f"could not connect to {url}: {exc}") from exc
+    agreed = codec_for(ws.subprotocol) or JSON_CODEC  # the server's default when none is agreed
+    try:
+        async with asyncio.timeout(timeout):
+            await ws.send(agreed.encode(register))
+            while True:
+                reply = agreed.decode(await ws.recv(), max_bytes=MAX_INCOMING_FRAME)
+                if reply["type"] == "registered":
+                    return Link(ws, agreed, SessionInfo.from_wire(reply), now)
+                if reply["type"] == "error":
+                    raise PresenceError.from_frame(reply)
+                # Nothing else comes before registered; skip what a newer server might add.
+    except PresenceError:
+        await ws.close()  # the server closes after a fatal refusal; this completes it
+        raise
+    except ConnectionClosed as exc:
+        code = exc.rcvd.code if exc.rcvd else 1006
+        raise PresenceConnectionError(
+            f"the server closed the connection before registering (code {code})",
+            close_code=code,
+            reason=exc.rcvd.reason if exc.rcvd else "",
+        ) from exc
+    except TimeoutError:
+        ws.transport.abort()
+        raise PresenceConnectionError(f"no reply to register within {timeout:g} s") from None
+    except (RemoteProtocolError, ValueError) as exc:
+        ws.transport.abort()
+        raise PresenceConnectionError(f"the server sent a bad frame while registering: {exc}") from exc
+    except BaseException:  # cancelled (close() during a reconnect), or a bug
+        ws.transport.abort()
+        raise
