@@ -8,7 +8,8 @@ into lines that name each bad key as a path, such as
 
 Environment overrides: ``PRESENCE_<SECTION>_<KEY>=value`` sets ``key`` in
 ``[section]`` for the scalar sections (server, engine, gateway, presence,
-tokens, logging). The value is read as a TOML value when it parses as one
+tokens, logging, security, signaling). Variables naming another section are
+not ours and are ignored; an unknown key of a known section is an error. The value is read as a TOML value when it parses as one
 (``8081``, ``true``, ``"x"``), else as a plain string.
 """
 
@@ -62,6 +63,9 @@ class ServerConfig(_Section):
 class EngineConfig(_Section):
     kind: Literal["memory", "redis"] = "memory"
     url: str | None = None
+    # Where the embedded engine keeps what must survive a restart (SQLite):
+    # message records and the outbox.
+    data_dir: str = "./data"
 
     @model_validator(mode="after")
     def _url_for_redis(self) -> EngineConfig:
@@ -151,12 +155,144 @@ class IdentityConfig(_Section):
         return value
 
 
+HttpMethod = Literal["GET", "POST"]
+
+
+def _url_check(value: str | None) -> str | None:
+    if value is not None and not (value.startswith("http://") or value.startswith("https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
+class ApplicationConfig(_Section):
+    sid: str
+    friendly_name: str = ""
+    voice_url: str | None = None
+    voice_method: HttpMethod = "POST"
+    voice_fallback_url: str | None = None
+    voice_fallback_method: HttpMethod = "POST"
+    status_callback: str | None = None
+    status_callback_method: HttpMethod = "POST"
+    sms_url: str | None = None
+    sms_method: HttpMethod = "POST"
+    sms_fallback_url: str | None = None
+    sms_fallback_method: HttpMethod = "POST"
+
+    _sid = field_validator("sid")(_sid_validator("AP"))
+    _urls = field_validator("voice_url", "voice_fallback_url", "status_callback", "sms_url", "sms_fallback_url")(_url_check)
+
+
+class PhoneNumberConfig(_Section):
+    number: str
+    sid: str | None = None  # 'PN...'; generated from the number when not given
+    application_sid: str | None = None  # take the URLs from this application
+    voice_url: str | None = None
+    voice_method: HttpMethod = "POST"
+    voice_fallback_url: str | None = None
+    voice_fallback_method: HttpMethod = "POST"
+    sms_url: str | None = None
+    sms_method: HttpMethod = "POST"
+    sms_fallback_url: str | None = None
+    sms_fallback_method: HttpMethod = "POST"
+    status_callback: str | None = None
+
+    _urls = field_validator("voice_url", "voice_fallback_url", "sms_url", "sms_fallback_url", "status_callback")(_url_check)
+
+    @field_validator("number")
+    @classmethod
+    def _number(cls, value: str) -> str:
+        if not is_e164(value):
+            raise ValueError("must be an E.164 number such as +15550001111")
+        return value
+
+    @field_validator("sid")
+    @classmethod
+    def _pn(cls, value: str | None) -> str | None:
+        return None if value is None else _sid_validator("PN")(value)
+
+    @field_validator("application_sid")
+    @classmethod
+    def _ap(cls, value: str | None) -> str | None:
+        return None if value is None else _sid_validator("AP")(value)
+
+
+class FallbackConfig(_Section):
+    """What happens when a client cannot be reached (absent, rejects, no answer)."""
+
+    # 'sms': text the callee identity's phone; 'none': do nothing beyond the records.
+    mode: Literal["sms", "none"] = "sms"
+    # The missed-call text. {from} is the caller, {to} the callee identity.
+    missed_call_template: str = "Missed call from {from}"
+    # The number fallback SMS are sent from (default: the called number, if it is one of the account's).
+    from_number: str | None = None
+
+    @field_validator("missed_call_template")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        try:
+            value.format(**{"from": "x", "to": "y"})
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"may use only {{from}} and {{to}}: {exc}") from None
+        return value
+
+
+class ProviderConfig(_Section):
+    name: str
+    kind: Literal["outbox", "http"] = "outbox"
+    capabilities: list[Literal["sms", "mms", "voice"]] = ["sms", "mms"]
+    # Credentials the carrier uses on /v1/Ingress/{name}/... (HTTP Basic).
+    inbound_username: str | None = None
+    inbound_password: str | None = None
+    # kind = "http": where to POST outgoing messages, and how to authenticate.
+    url: str | None = None
+    auth_username: str | None = None
+    auth_password: str | None = None
+    auth_bearer: str | None = None
+    timeout: float = Field(10.0, gt=0, le=120)
+
+    _url = field_validator("url")(_url_check)
+    _pw = field_validator("inbound_password")(_secret_check)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        import re
+
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,31}", value):
+            raise ValueError("must be 1-32 lowercase letters, digits, _ or -")
+        return value
+
+    @model_validator(mode="after")
+    def _http_needs_url(self) -> ProviderConfig:
+        if self.kind == "http" and not self.url:
+            raise ValueError("a provider of kind 'http' needs a url")
+        if (self.inbound_username is None) != (self.inbound_password is None):
+            raise ValueError("give both inbound_username and inbound_password, or neither")
+        return self
+
+
+class SecurityConfig(_Section):
+    # True lets instruction and callback URLs reach loopback and private
+    # addresses (dev mode allows loopback on its own).
+    allow_private_urls: bool = False
+
+
+class SignalingConfig(_Section):
+    instruction_max_bytes: int = Field(64 * 1024, ge=1024, le=1024 * 1024)
+    max_redirects: int = Field(10, ge=1, le=100)  # <Redirect> hops per call, against loops
+    message_ack_timeout: float = Field(10.0, gt=0, le=300)
+    max_concurrent_calls: int = Field(10000, ge=1)
+
+
 class AccountConfig(_Section):
     sid: str
     auth_token: str
     friendly_name: str = ""
     api_keys: list[ApiKeyConfig] = []
     identities: list[IdentityConfig] = []
+    applications: list[ApplicationConfig] = []
+    phone_numbers: list[PhoneNumberConfig] = []
+    fallback: FallbackConfig = FallbackConfig()
 
     _sid = field_validator("sid")(_sid_validator("AC"))
     _token = field_validator("auth_token")(_secret_check)
@@ -176,7 +312,10 @@ class Config(_Section):
     presence: PresenceConfig = PresenceConfig()
     tokens: TokensConfig = TokensConfig()
     logging: LoggingConfig = LoggingConfig()
+    security: SecurityConfig = SecurityConfig()
+    signaling: SignalingConfig = SignalingConfig()
     accounts: list[AccountConfig] = []
+    providers: list[ProviderConfig] = []
     dev: bool = False  # set by --dev; not read from the file
 
     @model_validator(mode="after")
@@ -187,10 +326,21 @@ class Config(_Section):
         keys = [k.sid for a in self.accounts for k in a.api_keys]
         if len(keys) != len(set(keys)):
             raise ValueError("an API key sid appears twice")
+        numbers = [n.number for a in self.accounts for n in a.phone_numbers]
+        if len(numbers) != len(set(numbers)):
+            raise ValueError("a phone number belongs to two accounts (or is listed twice)")
+        names = [p.name for p in self.providers]
+        if len(names) != len(set(names)):
+            raise ValueError("two providers have the same name")
+        for account in self.accounts:
+            apps = {a.sid for a in account.applications}
+            for n in account.phone_numbers:
+                if n.application_sid and n.application_sid not in apps:
+                    raise ValueError(f"phone number {n.number} names application {n.application_sid}, which its account does not have")
         return self
 
 
-ENV_SECTIONS = ("server", "engine", "gateway", "presence", "tokens", "logging")
+ENV_SECTIONS = ("server", "engine", "gateway", "presence", "tokens", "logging", "security", "signaling")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -219,7 +369,7 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
         rest = name[len(ENV_PREFIX) :].lower()
         section, _, key = rest.partition("_")
         if section not in ENV_SECTIONS or not key:
-            problems.append(f"{name}: not a configuration variable (sections: {', '.join(ENV_SECTIONS)})")
+            # Not ours (a client's PRESENCE_URL in the same shell, say): left alone.
             continue
         model = Config.model_fields[section].annotation
         if key not in model.model_fields:  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ from typing import Union
 
 from .errors import ErrorCode, RemoteProtocolError
 from .frames import Codec
-from .messages import CLIENT_FRAMES, Bye, ClientFrame, RequestId, parse_client_frame, request_id
+from .messages import CALL_FRAME_TYPES, CLIENT_FRAMES, Bye, ClientFrame, RequestId, parse_client_frame, request_id
 from .ratelimit import TokenBucket
 
 
@@ -35,7 +35,9 @@ class SessionState(enum.Enum):
 # is answered with the error named here.
 ALLOWED_FRAMES: dict[SessionState, frozenset[str]] = {
     SessionState.AWAITING_REGISTER: frozenset({"register", "bye"}),
-    SessionState.REGISTERED: frozenset({"presence", "subscribe", "unsubscribe", "ping", "update_token", "bye"}),
+    SessionState.REGISTERED: frozenset(
+        {"presence", "subscribe", "unsubscribe", "ping", "update_token", "bye"} | CALL_FRAME_TYPES
+    ),
     SessionState.CLOSED: frozenset(),
 }
 REFUSAL_IN_STATE: dict[SessionState, ErrorCode] = {
@@ -53,6 +55,7 @@ class SessionLimits:
     heartbeat: float = 25.0  # how often the client is told to ping
     idle_timeout: float = 60.0  # silence after which the session is closed
     token_warning: float = 60.0  # token_expiring is sent this long before expiry
+    clock_skew: float = 0.0  # a token is honoured this long past its exp, as at verification
 
 
 # -- events --------------------------------------------------------------------
@@ -169,7 +172,7 @@ class ServerSession:
         if self.state is SessionState.AWAITING_REGISTER:
             return self.opened_at + self.limits.register_timeout
         assert self.token_expires is not None
-        due = [self.last_frame_at + self.limits.idle_timeout, self.token_expires]
+        due = [self.last_frame_at + self.limits.idle_timeout, self.token_expires + self.limits.clock_skew]
         if not self._warned:
             due.append(self.token_expires - self.limits.token_warning)
         return min(due)
@@ -183,7 +186,7 @@ class ServerSession:
         if self.state is not SessionState.REGISTERED:
             return None
         assert self.token_expires is not None
-        if now >= self.token_expires:
+        if now >= self.token_expires + self.limits.clock_skew:
             return self._refuse(RemoteProtocolError(ErrorCode.TOKEN_EXPIRED, "the access token expired and was not renewed"), None)
         if now >= self.last_frame_at + self.limits.idle_timeout:
             return self._refuse(RemoteProtocolError(ErrorCode.IDLE_TIMEOUT), None)

@@ -144,9 +144,7 @@ class Connection:
         self.key = SessionKey(account, identity, session.session_id)
         self.log = log.bind(account_sid=account, session_id=session.session_id, identity=identity)
         gw.attach(self)
-        # Verification accepted the token up to clock_skew past its exp; the
-        # session honours the same allowance rather than closing at once.
-        self.session.registered(token.expires + gw.config.tokens.clock_skew)
+        self.session.registered(token.expires)
         gw.schedule(self)
         limits = gw.limits
         self.send_frame(
@@ -221,7 +219,7 @@ class Connection:
             self.watched.difference_update(dropped)
             await self.gateway.hub.unwatch(self, renewed.account_sid, dropped)
         self.token = renewed
-        self.session.token_renewed(renewed.expires + self.gateway.config.tokens.clock_skew)
+        self.session.token_renewed(renewed.expires)
         self.gateway.schedule(self)
         self.send_frame(m.TokenUpdated(id=frame.id, expires=renewed.expires, unsubscribed=list(dropped) or None))
 

@@ -59,6 +59,9 @@ class Gateway:
             heartbeat=g.heartbeat,
             idle_timeout=g.idle_timeout,
             token_warning=g.token_warning,
+            # Verification accepts a token up to clock_skew past its exp; the
+            # session honours the same allowance rather than closing at once.
+            clock_skew=config.tokens.clock_skew,
         )
         self.connections: set[Connection] = set()
         self.sessions: dict[str, Connection] = {}  # session id -> registered connection

@@ -238,7 +238,7 @@ async def test_token_expiring_then_renewed(server: RunningServer) -> None:
     await client.register(server.token("alice", ttl=100))
     await server.advance(45)
     await client.send({"type": "ping"})
-    await server.advance(30)  # the warning comes 60 s before exp + 30 s of allowed skew
+    await server.advance(30)  # the warning comes 60 s before exp (at 40 s)
     warning = await client.recv_type("token_expiring")
     assert 0 < warning["seconds_left"] <= 60
     await client.send({"type": "update_token", "token": server.token("alice", ttl=3600), "id": "u"})

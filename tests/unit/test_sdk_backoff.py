@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from presence_client import Backoff
 
 
-
 def test_ceilings_double_up_to_the_cap() -> None:
     backoff = Backoff(0.5, 30.0, jitter=False)
     delays = [backoff.next_delay() for _ in range(10)]

@@ -14,7 +14,7 @@ renewal rules.
 from protocol.presence import Status
 
 from .backoff import Backoff
-from .client import ClientState, PresenceClient, TokenSource
+from .client import ClientState, PresenceClient, TokenSource, UpdateCallback
 from .clock import Clock, SystemClock
 from .errors import (
     NotConnectedError,
@@ -45,4 +45,5 @@ __all__ = [
     "SystemClock",
     "TokenError",
     "TokenSource",
+    "UpdateCallback",
 ]

@@ -56,14 +56,15 @@ def attempt_refused_for_good(error: PresenceError, *, renewable_token: bool, fre
 
 def renewal_delay(remaining: float, renew_before: float) -> float | None:
     """Seconds until a token with ``remaining`` seconds of life should be
-    renewed: ``renew_before`` ahead of its expiry; a token living shorter than
-    that, at half its remaining life, so renewals cannot spin. None: the token
-    has expired by this machine's clock (which must be ahead of the server's,
-    since the server just accepted it): no timer, the server's warning still
-    comes."""
+    renewed: ``renew_before`` ahead of its expiry, but never sooner than half
+    its remaining life - else a backend handing out tokens barely longer than
+    ``renew_before`` would be asked for one every few moments. None: the token
+    has expired by this machine's clock (which must then be ahead of the
+    server's, since the server just accepted it): no timer; the server's
+    warning still comes."""
     if remaining <= 0:
         return None
-    return remaining - renew_before if remaining > renew_before else remaining / 2
+    return max(remaining - renew_before, remaining / 2)
 
 
 def warning_deferral(seconds_left: float, token_age: float | None) -> float | None:
