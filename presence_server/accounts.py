@@ -13,7 +13,17 @@ from dataclasses import dataclass, field
 
 from protocol.tokens import SigningKey
 
-from .config import AccountConfig, Config
+from .config import AccountConfig, ApplicationConfig, Config, FallbackConfig, PhoneNumberConfig
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A URL the server requests, with its method and fallback."""
+
+    url: str
+    method: str = "POST"
+    fallback_url: str | None = None
+    fallback_method: str = "POST"
 
 
 @dataclass(frozen=True)
@@ -22,6 +32,9 @@ class Account:
     auth_token: str
     friendly_name: str = ""
     phones: dict[str, str] = field(default_factory=dict)  # identity -> E.164 phone
+    applications: dict[str, ApplicationConfig] = field(default_factory=dict)
+    numbers: dict[str, PhoneNumberConfig] = field(default_factory=dict)  # E.164 -> number
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
 
     @classmethod
     def from_config(cls, cfg: AccountConfig) -> Account:
@@ -30,7 +43,48 @@ class Account:
             auth_token=cfg.auth_token,
             friendly_name=cfg.friendly_name,
             phones={i.identity: i.phone for i in cfg.identities if i.phone},
+            applications={a.sid: a for a in cfg.applications},
+            numbers={n.number: n for n in cfg.phone_numbers},
+            fallback=cfg.fallback,
         )
+
+    def identity_for_phone(self, phone: str) -> str | None:
+        """The client identity whose configured phone this is (carrier <-> IP transition)."""
+        for identity, number in self.phones.items():
+            if number == phone:
+                return identity
+        return None
+
+    def voice_webhook(self, number: str) -> Webhook | None:
+        """Where an incoming call to one of our numbers asks what to do."""
+        n = self.numbers.get(number)
+        if n is None:
+            return None
+        app = self.applications.get(n.application_sid) if n.application_sid else None
+        url = n.voice_url or (app.voice_url if app else None)
+        if url is None:
+            return None
+        if n.voice_url:
+            return Webhook(url, n.voice_method, n.voice_fallback_url, n.voice_fallback_method)
+        assert app is not None
+        return Webhook(url, app.voice_method, app.voice_fallback_url, app.voice_fallback_method)
+
+    def sms_webhook(self, number: str) -> Webhook | None:
+        n = self.numbers.get(number)
+        if n is None:
+            return None
+        app = self.applications.get(n.application_sid) if n.application_sid else None
+        if n.sms_url:
+            return Webhook(n.sms_url, n.sms_method, n.sms_fallback_url, n.sms_fallback_method)
+        if app is not None and app.sms_url:
+            return Webhook(app.sms_url, app.sms_method, app.sms_fallback_url, app.sms_fallback_method)
+        return None
+
+    def application_webhook(self, application_sid: str) -> Webhook | None:
+        app = self.applications.get(application_sid)
+        if app is None or app.voice_url is None:
+            return None
+        return Webhook(app.voice_url, app.voice_method, app.voice_fallback_url, app.voice_fallback_method)
 
 
 def _same(a: str, b: str) -> bool:
@@ -40,6 +94,7 @@ def _same(a: str, b: str) -> bool:
 class AccountRegistry:
     def __init__(self, config: Config) -> None:
         self._accounts = {a.sid: Account.from_config(a) for a in config.accounts}
+        self._number_owners = {n: acc for acc in self._accounts.values() for n in acc.numbers}
         self._keys: dict[str, SigningKey] = {
             k.sid: SigningKey(
                 sid=k.sid,
@@ -54,6 +109,10 @@ class AccountRegistry:
 
     def account(self, sid: str) -> Account | None:
         return self._accounts.get(sid)
+
+    def owner_of_number(self, number: str) -> Account | None:
+        """The account one of whose phone numbers this is."""
+        return self._number_owners.get(number)
 
     def signing_key(self, key_sid: str) -> SigningKey | None:
         return self._keys.get(key_sid)

@@ -15,6 +15,7 @@ from . import dev
 from .clock import SystemClock
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
+from .outbox_cli import register_outbox_command, run_outbox_command
 
 
 def _config_with_dev(path: str | None, is_dev: bool, **overrides: Any) -> Config:
@@ -95,8 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path")
+    register_outbox_command(sub)
 
     args = parser.parse_args(argv)
+    if args.command == "outbox":
+        return run_outbox_command(args)
     try:
         if args.command == "check-config":
             config = load_config(args.path)

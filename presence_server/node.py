@@ -13,11 +13,17 @@ from aiohttp import web
 from protocol.addresses import new_sid
 
 from .accounts import AccountRegistry
+from .carriers import Provider, build_provider, default_provider_configs
 from .clock import Clock, SystemClock
 from .config import Config
 from .engines.memory import MemoryEngine
 from .engines.ports import Engine
 from .gateway.gateway import Gateway
+from .mailbox import Mailbox
+from .signaling.fetcher import InstructionFetcher
+from .signaling.service import SignalingService
+from .signaling.urlguard import UrlPolicy, guarded_session
+from .webhooks import WebhookSender
 from .http.app import build_app
 from .presence.service import PresenceService
 from .presence.subscriptions import SubscriptionHub
@@ -27,16 +33,32 @@ log = structlog.get_logger(__name__)
 
 def build_engine(config: Config) -> Engine:
     if config.engine.kind == "memory":
-        return MemoryEngine()
+        return MemoryEngine(data_dir=config.engine.data_dir)
     raise NotImplementedError("the redis engine is not built yet (see README: not built)")
 
 
+ROLES = ("gateway", "signaling")
+
+
 class Node:
-    def __init__(self, config: Config, *, clock: Clock | None = None, engine: Engine | None = None) -> None:
+    def __init__(
+        self, config: Config, *, clock: Clock | None = None, engine: Engine | None = None, roles: tuple[str, ...] = ROLES
+    ) -> None:
+        unknown = set(roles) - set(ROLES)
+        if unknown or not roles:
+            raise ValueError(f"roles must be among {', '.join(ROLES)}; got {', '.join(sorted(roles)) or 'none'}")
         self.config = config
+        self.roles = roles
         self.clock = clock or SystemClock()
         self.node_id = new_sid("ND")
         self.engine = engine or build_engine(config)
+        self.mailbox = Mailbox(self.engine.bus, self.node_id)
+        # Carrier providers (by name): started after the engine, closed before it.
+        # With none configured, the embedded outbox records what would be sent.
+        self.providers: dict[str, Provider] = {
+            p.name: build_provider(p, data_dir=config.engine.data_dir, clock=self.clock)
+            for p in default_provider_configs(config.providers)
+        }
         self.accounts = AccountRegistry(config)
         self.presence = PresenceService(self.engine, self.clock, config.presence)
         self.hub = SubscriptionHub(self.engine.bus)
@@ -47,7 +69,31 @@ class Node:
             hub=self.hub,
             clock=self.clock,
             node_id=self.node_id,
+            mailbox=self.mailbox,
+            # One process: client-placed calls go to this node's signaling role.
+            # (With separate processes, node discovery picks one: the redis engine's issue.)
+            signaling_node=lambda: self.node_id if "signaling" in self.roles else None,
         )
+        # Requests to customers' URLs go through the SSRF guard; dev mode may
+        # reach loopback (the demo's instruction app), nothing else private.
+        self.http = guarded_session(
+            UrlPolicy(allow_private=config.security.allow_private_urls, allow_loopback=config.dev)
+        )
+        self.webhooks = WebhookSender(self.http, self.clock)
+        self.signaling: SignalingService | None = None
+        if "signaling" in roles:
+            self.signaling = SignalingService(
+                config=config,
+                accounts=self.accounts,
+                presence=self.presence,
+                calls=self.engine.calls,
+                messages=self.engine.messages,
+                mailbox=self.mailbox,
+                fetcher=InstructionFetcher(self.http, max_bytes=config.signaling.instruction_max_bytes),
+                webhooks=self.webhooks,
+                providers=self.providers,
+                clock=self.clock,
+            )
         self.app = build_app(self)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -56,6 +102,9 @@ class Node:
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Start serving; returns the bound port (useful with port 0)."""
         await self.engine.start()
+        await self.mailbox.start()
+        for provider in self.providers.values():
+            await provider.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host or self.config.server.host, self.config.server.port if port is None else port)
@@ -90,6 +139,13 @@ class Node:
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()
+        if self.signaling is not None:
+            await self.signaling.close()
+        await self.webhooks.close()
+        await self.http.close()
         await self.hub.close()
+        await self.mailbox.close()
+        for provider in self.providers.values():
+            await provider.close()
         await self.engine.close()
         log.info("node stopped", node_id=self.node_id)

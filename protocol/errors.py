@@ -108,11 +108,23 @@ class ErrorCode(enum.Enum):
     STATUS_INVALID = ErrorSpec(30003, "status must be one of available, away, busy, dnd")
     TOO_MANY_SESSIONS = ErrorSpec(30004, "this identity has too many sessions", 429, CLOSE_TRY_AGAIN_LATER)
 
+    # -- 31xxx: calls and in-app messages ---------------------------------------------
+    CALL_NOT_FOUND = ErrorSpec(31001, "no such call for this session", 404)
+    CALL_ANSWERED_ELSEWHERE = ErrorSpec(31002, "the call was answered on another device", 409)
+    CALL_STATE_INVALID = ErrorSpec(31003, "the call is not in a state that allows this", 409)
+    CALL_DESTINATION_INVALID = ErrorSpec(31004, "the call's destination is invalid")
+    CALL_LIMIT = ErrorSpec(31005, "too many calls in progress", 429)
+    MESSAGE_NOT_FOUND = ErrorSpec(31010, "no such message awaits an ack from this session", 404)
+
     # -- 40xxx: REST requests ---------------------------------------------------------
     NOT_FOUND = ErrorSpec(20404, "the requested resource was not found", 404)
     METHOD_NOT_ALLOWED = ErrorSpec(40005, "method not allowed", 405)
     PARAMETER_INVALID = ErrorSpec(40001, "a request parameter is missing or invalid", 400)
     INTERNAL = ErrorSpec(40500, "internal server error", 500)
+    NUMBER_UNKNOWN = ErrorSpec(40010, "no account owns this number", 404)
+    NUMBER_HAS_NO_URL = ErrorSpec(40011, "the number has no URL for this kind of request", 404)
+    PROVIDER_UNKNOWN = ErrorSpec(40012, "no provider of that name", 404)
+    SIGNALING_UNAVAILABLE = ErrorSpec(40013, "this node does not run the signaling role", 503)
 
     @property
     def code(self) -> int:

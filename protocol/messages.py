@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Mapping, Union
 
-from .addresses import identity_problem, is_sid
+from .addresses import identity_problem, is_e164, is_sid
 from .errors import ErrorCode, RemoteProtocolError
 from .presence import (
     MAX_CAPABILITIES,
@@ -216,8 +216,131 @@ class Bye(ClientFrame):
         return cls(id=request_id(obj))
 
 
+# -- calls and messages (client side) ----------------------------------------------
+
+MAX_CALL_PARAMS = 20
+
+
+def _call_sid(obj: Mapping[str, Any]) -> str:
+    value = obj.get("call")
+    if not is_sid(value, "CA"):
+        raise _invalid("call", "must be a call sid (CA + 32 hex digits)")
+    assert isinstance(value, str)
+    return value
+
+
+def _params(obj: Mapping[str, Any]) -> dict[str, str]:
+    value = obj.get("params")
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > MAX_CALL_PARAMS
+        or not all(isinstance(k, str) and 0 < len(k) <= 64 and isinstance(v, str) and len(v) <= 1024 for k, v in value.items())
+    ):
+        raise _invalid("params", f"must be an object of at most {MAX_CALL_PARAMS} string values (names up to 64, values up to 1024 characters)")
+    return dict(value)
+
+
+def destination_problem(to: str) -> str | None:
+    """A call's ``to``: ``client:<identity>``, an E.164 number, or a bare identity."""
+    if is_e164(to):
+        return None
+    name = to[len("client:") :] if to.lower().startswith("client:") else to
+    return identity_problem(name)
+
+
+@dataclass(frozen=True)
+class PlaceCall(ClientFrame):
+    """The client calls someone: the application of its token's outgoing grant decides how."""
+
+    TYPE: ClassVar[str] = "call"
+    to: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> PlaceCall:
+        to = _str(obj, "to", required=True, max_len=128)
+        assert to is not None
+        problem = destination_problem(to)
+        if problem:
+            raise RemoteProtocolError(ErrorCode.CALL_DESTINATION_INVALID, f"'to' {to[:64]!r}: {problem}")
+        return cls(id=request_id(obj), to=to, params=_params(obj))
+
+
+@dataclass(frozen=True)
+class CallFrame(ClientFrame):
+    call: str = ""
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Any:
+        return cls(id=request_id(obj), call=_call_sid(obj))
+
+
+@dataclass(frozen=True)
+class Ringing(CallFrame):
+    TYPE: ClassVar[str] = "ringing"
+
+
+@dataclass(frozen=True)
+class Accept(CallFrame):
+    TYPE: ClassVar[str] = "accept"
+
+
+@dataclass(frozen=True)
+class Reject(CallFrame):
+    TYPE: ClassVar[str] = "reject"
+    reason: str = "rejected"
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Reject:
+        reason = _str(obj, "reason", max_len=16) or "rejected"
+        if reason not in ("rejected", "busy"):
+            raise _invalid("reason", "must be 'rejected' or 'busy'")
+        return cls(id=request_id(obj), call=_call_sid(obj), reason=reason)
+
+
+@dataclass(frozen=True)
+class Hangup(CallFrame):
+    TYPE: ClassVar[str] = "hangup"
+
+
+@dataclass(frozen=True)
+class Signal(CallFrame):
+    """SDP offers and answers, ICE candidates: relayed verbatim to the other leg."""
+
+    TYPE: ClassVar[str] = "signal"
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Signal:
+        payload = obj.get("payload")
+        if not isinstance(payload, dict):
+            raise _invalid("payload", "must be an object")
+        return cls(id=request_id(obj), call=_call_sid(obj), payload=payload)
+
+
+@dataclass(frozen=True)
+class Ack(ClientFrame):
+    """The client has an in-app message (at-least-once delivery: ack every copy)."""
+
+    TYPE: ClassVar[str] = "ack"
+    sid: str = ""
+
+    @classmethod
+    def parse(cls, obj: Mapping[str, Any]) -> Ack:
+        sid = obj.get("sid")
+        if not (is_sid(sid, "SM") or is_sid(sid, "MM")):
+            raise _invalid("sid", "must be a message sid (SM or MM + 32 hex digits)")
+        assert isinstance(sid, str)
+        return cls(id=request_id(obj), sid=sid)
+
+
+CALL_FRAME_TYPES = frozenset({"call", "ringing", "accept", "reject", "hangup", "signal", "ack"})
+
 CLIENT_FRAMES: dict[str, Any] = {
-    c.TYPE: c for c in (Register, SetPresence, Subscribe, Unsubscribe, Ping, UpdateToken, Bye)
+    c.TYPE: c
+    for c in (Register, SetPresence, Subscribe, Unsubscribe, Ping, UpdateToken, Bye, PlaceCall, Ringing, Accept, Reject, Hangup, Signal, Ack)
 }
 
 
@@ -343,4 +466,92 @@ class Reconnect(ServerFrame):
     retry_after: float = 0.0
 
 
-SERVER_FRAMES = (Registered, Error, Ok, Pong, Subscribed, TokenUpdated, TokenExpiring, PresenceUpdate, Reconnect)
+@dataclass(frozen=True)
+class CallCreated(ServerFrame):
+    """The answer to ``call``: the call exists; progress follows as ``call_progress``."""
+
+    TYPE: ClassVar[str] = "call_created"
+    id: RequestId = None
+    call: str = ""
+
+
+@dataclass(frozen=True)
+class Invite(ServerFrame):
+    TYPE: ClassVar[str] = "invite"
+    call: str = ""
+    parent_call: str | None = None
+    to: str = ""
+    params: dict[str, str] = field(default_factory=dict)
+    sdp: str | None = None  # an offer that came with a carrier call, if any
+
+    caller: str = ""  # 'from' on the wire (a Python keyword)
+
+    def to_wire(self) -> dict[str, Any]:
+        out = super().to_wire()
+        out["from"] = out.pop("caller")
+        return out
+
+
+@dataclass(frozen=True)
+class Cancel(ServerFrame):
+    """Stop ringing: answered on another device, the caller gave up, or time ran out."""
+
+    TYPE: ClassVar[str] = "cancel"
+    call: str = ""
+    reason: str = ""  # answered_elsewhere | caller_hangup | timeout | rejected_elsewhere
+
+
+@dataclass(frozen=True)
+class CallProgress(ServerFrame):
+    """To the caller: ringing, answered, completed (with a reason)."""
+
+    TYPE: ClassVar[str] = "call_progress"
+    call: str = ""
+    status: str = ""
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class SignalRelay(ServerFrame):
+    TYPE: ClassVar[str] = "signal"
+    call: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HangupNotice(ServerFrame):
+    TYPE: ClassVar[str] = "hangup"
+    call: str = ""
+    reason: str = ""  # remote_hangup | connection_lost | instructions_ended | failed
+
+
+@dataclass(frozen=True)
+class CallWarning(ServerFrame):
+    """Something in the call's instructions was skipped (say, a media verb on a
+    leg without media capability)."""
+
+    TYPE: ClassVar[str] = "call_warning"
+    call: str = ""
+    code: int = 0
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class InAppMessage(ServerFrame):
+    TYPE: ClassVar[str] = "message"
+    sid: str = ""
+    to: str = ""
+    body: str = ""
+    media: list[str] = field(default_factory=list)
+    caller: str = ""  # 'from' on the wire
+
+    def to_wire(self) -> dict[str, Any]:
+        out = super().to_wire()
+        out["from"] = out.pop("caller")
+        return out
+
+
+SERVER_FRAMES = (
+    Registered, Error, Ok, Pong, Subscribed, TokenUpdated, TokenExpiring, PresenceUpdate, Reconnect,
+    CallCreated, Invite, Cancel, CallProgress, SignalRelay, HangupNotice, CallWarning, InAppMessage,
+)

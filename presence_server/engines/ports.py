@@ -117,3 +117,149 @@ class Engine(Protocol):
 class EngineUnavailable(Exception):
     """The engine cannot serve right now (for example, Redis is unreachable).
     Entry points answer it with a temporary error; nothing is half-done."""
+
+
+# -- Message records ------------------------------------------------------------------
+# Every message the product handles - SMS fallback, in-app delivery, inbound text - is one
+# record, readable as a Twilio-compatible Message resource. Appended here (rather than
+# interleaved above) so that parallel work on this module merges without conflicts.
+
+MESSAGE_STATUSES = frozenset(
+    {"accepted", "scheduled", "queued", "sending", "sent", "delivered", "undelivered", "failed", "canceled", "read", "received"}
+)
+MESSAGE_DIRECTIONS = frozenset({"inbound", "outbound-api", "outbound-call", "outbound-reply"})
+MESSAGE_CHANNELS = frozenset({"sms", "mms", "app"})
+FALLBACK_REASONS = frozenset({"absent", "no-answer", "busy", "rejected", "failed", "not-acked"})
+
+import builtins  # noqa: E402 - append-only section; MessageStore.list shadows 'list'
+
+
+def _rfc2822(epoch: float | None) -> str | None:
+    # Twilio renders dates as RFC 2822 in UTC ("Thu, 30 Jul 2015 20:12:31 +0000").
+    # (Imports are local because this section is append-only; see above.)
+    import email.utils
+    from datetime import datetime, timezone
+
+    if epoch is None:
+        return None
+    return email.utils.format_datetime(datetime.fromtimestamp(int(epoch), tz=timezone.utc))
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    sid: str  # 'SM' + 32 hex ('MM' when it carries media)
+    account_sid: str
+    to: str  # E.164 or 'client:<identity>'
+    from_: str
+    body: str
+    media_urls: tuple[str, ...] = ()
+    direction: str = "outbound-api"  # inbound | outbound-api | outbound-call | outbound-reply
+    status: str = "accepted"  # see MESSAGE_STATUSES
+    channel: str = "sms"  # sms | mms | app
+    provider: str | None = None
+    provider_message_id: str | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+    # Why this went by SMS instead of in-app or a call: see FALLBACK_REASONS.
+    fallback_reason: str | None = None
+    related_call_sid: str | None = None
+    messaging_service_sid: str | None = None
+    num_segments: int = 1
+    date_created: float = 0.0  # epoch seconds
+    date_updated: float = 0.0
+    date_sent: float | None = None
+
+    def __post_init__(self) -> None:
+        # Checked here so that a bad record fails where it is made, as a ValueError,
+        # rather than deep in a store (or, worse, stored and rendered later).
+        if isinstance(self.media_urls, list):
+            object.__setattr__(self, "media_urls", tuple(self.media_urls))
+        if self.status not in MESSAGE_STATUSES:
+            raise ValueError(f"message status {self.status!r} is not one of {sorted(MESSAGE_STATUSES)}")
+        if self.direction not in MESSAGE_DIRECTIONS:
+            raise ValueError(f"message direction {self.direction!r} is not one of {sorted(MESSAGE_DIRECTIONS)}")
+        if self.channel not in MESSAGE_CHANNELS:
+            raise ValueError(f"message channel {self.channel!r} is not one of {sorted(MESSAGE_CHANNELS)}")
+        if self.fallback_reason is not None and self.fallback_reason not in FALLBACK_REASONS:
+            raise ValueError(f"fallback_reason {self.fallback_reason!r} is not one of {sorted(FALLBACK_REASONS)}")
+        if not self.sid or not self.account_sid:
+            raise ValueError("a message record needs a sid and an account_sid")
+        if self.num_segments < 0:
+            raise ValueError("num_segments must not be negative")
+        # Text that cannot be stored as UTF-8 (a lone surrogate from a JSON "\ud800")
+        # raises UnicodeEncodeError, itself a ValueError.
+        for text in (self.to, self.from_, self.body, self.error_message or "", *self.media_urls):
+            text.encode("utf-8")
+
+    @property
+    def uri(self) -> str:
+        return f"/2010-04-01/Accounts/{self.account_sid}/Messages/{self.sid}.json"
+
+    def to_api(self, api_version: str = "2010-04-01") -> dict[str, Any]:
+        """The Twilio-compatible Message resource, plus this product's own fields
+        (channel, fallback_reason, related_call_sid, provider) in the same object."""
+        return {
+            "sid": self.sid,
+            "account_sid": self.account_sid,
+            "messaging_service_sid": self.messaging_service_sid,
+            "from": self.from_,
+            "to": self.to,
+            "body": self.body,
+            "status": self.status,
+            "direction": self.direction,
+            # Twilio sends both counts as strings; clients parse them as such.
+            "num_segments": str(self.num_segments),
+            "num_media": str(len(self.media_urls)),
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "date_created": _rfc2822(self.date_created),
+            "date_updated": _rfc2822(self.date_updated),
+            "date_sent": _rfc2822(self.date_sent),
+            "api_version": api_version,
+            "uri": self.uri,
+            "price": None,
+            "price_unit": "USD",
+            "subresource_uris": {"media": self.uri.removesuffix(".json") + "/Media.json"},
+            "channel": self.channel,
+            "fallback_reason": self.fallback_reason,
+            "related_call_sid": self.related_call_sid,
+            "provider": self.provider,
+        }
+
+
+class MessageStore(Protocol):
+    """Durable message records, scoped by account.
+
+    Every read takes the account: a sid of another account is simply not found,
+    so no caller can leak records across accounts by forgetting a check.
+    """
+
+    async def create(self, record: MessageRecord) -> None:
+        """Store a new record. A sid that is already stored raises ValueError."""
+
+    async def update(self, account_sid: str, sid: str, **changes: Any) -> MessageRecord | None:
+        """Change fields of a record and return it; None when the account has no
+        such record. An unknown field or a bad value raises ValueError (sid and
+        account_sid cannot be passed: they name the record). Sets date_updated to
+        now unless ``changes`` gives it."""
+
+    async def get(self, account_sid: str, sid: str) -> MessageRecord | None: ...
+
+    async def find_by_provider_id(self, provider: str, provider_message_id: str) -> MessageRecord | None:
+        """The record a carrier's delivery report is about (the newest, if a carrier
+        ever reused an id)."""
+
+    async def list(
+        self,
+        account_sid: str,
+        *,
+        to: str | None = None,
+        from_: str | None = None,
+        sent_after: float | None = None,
+        sent_before: float | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> builtins.list[MessageRecord]:  # builtins.: inside this class, 'list' is the method
+        """The account's records, newest first (by date_created, then by when they
+        were stored). ``sent_after`` is inclusive and ``sent_before`` exclusive,
+        both on date_sent: a record never sent does not match a date filter."""

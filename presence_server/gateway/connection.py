@@ -46,6 +46,10 @@ class Connection:
         self._writer: asyncio.Task[None] | None = None
         self._close_after_flush: tuple[int, str] | None = None
         self.log = log
+        # Which signaling node owns each call / awaits each ack this session
+        # knows of: learnt from the frames delivered to it, bounded.
+        self.call_owners: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.message_owners: collections.OrderedDict[str, str] = collections.OrderedDict()
 
     # -- reading ----------------------------------------------------------------
 
@@ -103,12 +107,20 @@ class Connection:
 
     # -- frame handlers ---------------------------------------------------------------
 
+    @staticmethod
+    def _check_capabilities(token: AccessToken, capabilities: tuple[str, ...] | None) -> None:
+        # Declaring 'voice' makes a session ringable, which is what the
+        # incoming-voice grant is for.
+        if capabilities and "voice" in capabilities and not token.grants.voice_incoming:
+            raise RemoteProtocolError(ErrorCode.GRANT_MISSING, "the 'voice' capability needs grants.voice.incoming.allow")
+
     async def _register(self, frame: m.Register) -> None:
         token = self._verify(frame.token)
         if not token.grants.can_register_presence():
             raise RemoteProtocolError(
                 ErrorCode.GRANT_MISSING_FATAL, "registering presence needs grants.presence.publish or grants.voice.incoming.allow"
             )
+        self._check_capabilities(token, frame.capabilities)
         gw = self.gateway
         account, identity = token.account_sid, token.identity
         now = gw.clock.time()
@@ -163,7 +175,8 @@ class Connection:
         self.log.info("session registered", resumed=resumed is not None)
 
     async def _presence(self, frame: m.SetPresence) -> None:
-        assert self.key is not None
+        assert self.key is not None and self.token is not None
+        self._check_capabilities(self.token, frame.capabilities)
         updated = await self.gateway.presence.change(
             self.key, status=frame.status, text=frame.text, priority=frame.priority, capabilities=frame.capabilities
         )
@@ -223,6 +236,57 @@ class Connection:
         self.gateway.schedule(self)
         self.send_frame(m.TokenUpdated(id=frame.id, expires=renewed.expires, unsubscribed=list(dropped) or None))
 
+    # -- calls and messages: forwarded to the signaling node that owns them ----------------
+
+    def learn_owner(self, frame: dict[str, Any], node_id: str) -> None:
+        """Remember which node sent a call or message frame, so this session's
+        answers about it go back there."""
+        kind = frame.get("type")
+        if kind in ("invite", "call_created") and isinstance(frame.get("call"), str):
+            _remember(self.call_owners, frame["call"], node_id)
+        elif kind == "message" and isinstance(frame.get("sid"), str):
+            _remember(self.message_owners, frame["sid"], node_id)
+
+    def _identity_fields(self) -> dict[str, Any]:
+        assert self.key is not None
+        return {"session": self.key.session_id, "account": self.key.account_sid, "identity": self.key.identity}
+
+    async def _place_call(self, frame: m.PlaceCall) -> None:
+        assert self.token is not None and self.key is not None
+        app = self.token.grants.voice_outgoing_application_sid
+        if app is None:
+            raise RemoteProtocolError(ErrorCode.GRANT_MISSING, "placing calls needs grants.voice.outgoing.application_sid")
+        node = self.gateway.signaling_node()
+        if node is None:
+            raise RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE, "no signaling node is available")
+        session = await self.gateway.presence.get(self.key)
+        await self.gateway.mailbox.send(
+            node, "place_call", to=frame.to, params=frame.params, application_sid=app, request_id=frame.id,
+            capabilities=list(session.capabilities) if session else [], **self._identity_fields(),
+        )
+
+    async def _call_event(self, frame: m.CallFrame) -> None:
+        owner = self.call_owners.get(frame.call)
+        if owner is None:
+            # Never invited to it, or another account's: the same answer either way.
+            raise RemoteProtocolError(ErrorCode.CALL_NOT_FOUND)
+        extra: dict[str, Any] = {}
+        if isinstance(frame, m.Signal):
+            extra["payload"] = frame.payload
+        elif isinstance(frame, m.Reject):
+            extra["reason"] = frame.reason
+        await self.gateway.mailbox.send(
+            owner, "call_event", event=frame.TYPE, call=frame.call, request_id=frame.id, **extra, **self._identity_fields()
+        )
+
+    async def _ack(self, frame: m.Ack) -> None:
+        owner = self.message_owners.get(frame.sid)
+        if owner is None:
+            raise RemoteProtocolError(ErrorCode.MESSAGE_NOT_FOUND)
+        await self.gateway.mailbox.send(owner, "ack", sid=frame.sid, **self._identity_fields())
+        if frame.id is not None:
+            self.send_frame(m.Ok(id=frame.id))
+
     async def _bye(self, frame: m.Bye) -> None:
         self._graceful = True
         self.close_soon(CLOSE_NORMAL, "bye")
@@ -240,14 +304,21 @@ class Connection:
 
     def send_frame(self, frame: m.ServerFrame, cache: dict[str, Any] | None = None) -> None:
         """Queue a frame. ``cache`` shares one encoding among many recipients."""
+        if cache is None:
+            self.send_wire(frame.to_wire())
+            return
+        data = cache.get(self.codec.subprotocol)
+        if data is None:
+            data = cache[self.codec.subprotocol] = self.codec.encode(frame.to_wire())
+        self._queue(data)
+
+    def send_wire(self, obj: dict[str, Any]) -> None:
+        """Queue a frame given as its wire object (as another node sent it)."""
+        self._queue(self.codec.encode(obj))
+
+    def _queue(self, data: str | bytes) -> None:
         if self.ws.closed or self._close_after_flush is not None:
             return
-        if cache is None:
-            data = self.codec.encode(frame.to_wire())
-        else:
-            data = cache.get(self.codec.subprotocol)
-            if data is None:
-                data = cache[self.codec.subprotocol] = self.codec.encode(frame.to_wire())
         if len(self._out) >= self.gateway.config.gateway.max_pending_frames:
             # A client that does not read its frames would make us hold them
             # without bound; it is closed instead, and will resync on reconnect.
@@ -293,6 +364,13 @@ class Connection:
         if self.token is not None and self.watched:
             await gw.hub.unwatch(self, self.token.account_sid, tuple(self.watched))
         if self.key is not None and not self.replaced:
+            # A session that drops mid-call ends its calls for the other party.
+            for call, owner in self.call_owners.items():
+                try:
+                    await gw.mailbox.send(owner, "call_event", event="hangup", call=call, reason="connection_lost", **self._identity_fields())
+                except EngineUnavailable:
+                    self.log.warning("could not tell a call's node that its leg dropped", call_sid=call)
+        if self.key is not None and not self.replaced:
             try:
                 if self._graceful:
                     await gw.presence.leave(self.key)
@@ -316,4 +394,20 @@ _HANDLERS: dict[type, Any] = {
     m.Ping: Connection._ping,
     m.UpdateToken: Connection._update_token,
     m.Bye: Connection._bye,
+    m.PlaceCall: Connection._place_call,
+    m.Ringing: Connection._call_event,
+    m.Accept: Connection._call_event,
+    m.Reject: Connection._call_event,
+    m.Hangup: Connection._call_event,
+    m.Signal: Connection._call_event,
+    m.Ack: Connection._ack,
 }
+
+_MAX_REMEMBERED = 256
+
+
+def _remember(owners: collections.OrderedDict[str, str], key: str, node_id: str) -> None:
+    owners[key] = node_id
+    owners.move_to_end(key)
+    while len(owners) > _MAX_REMEMBERED:
+        owners.popitem(last=False)

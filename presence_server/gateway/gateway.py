@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from typing import Any, Callable
 
 import structlog
 from aiohttp import web
@@ -24,6 +25,7 @@ from ..accounts import AccountRegistry
 from ..clock import Clock
 from ..config import Config
 from ..engines.ports import SessionKey
+from ..mailbox import Mailbox
 from ..presence.service import PresenceService
 from ..presence.subscriptions import SubscriptionHub
 from .connection import Connection
@@ -43,6 +45,8 @@ class Gateway:
         hub: SubscriptionHub,
         clock: Clock,
         node_id: str,
+        mailbox: Mailbox,
+        signaling_node: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -50,6 +54,9 @@ class Gateway:
         self.hub = hub
         self.clock = clock
         self.node_id = node_id
+        self.mailbox = mailbox
+        self.signaling_node = signaling_node  # where client-placed calls go
+        mailbox.on("deliver", self._on_deliver)
         g = config.gateway
         self.limits = SessionLimits(
             max_frame_bytes=g.max_frame_bytes,
@@ -118,6 +125,21 @@ class Gateway:
         self.connections.discard(conn)
         if conn.key is not None and self.sessions.get(conn.key.session_id) is conn:
             del self.sessions[conn.key.session_id]
+
+    def _on_deliver(self, msg: dict[str, Any]) -> None:
+        """A frame from another role (signaling) for one of our sessions."""
+        frame = msg["frame"]
+        conn = self.sessions.get(msg["session"])
+        if conn is None:
+            if frame.get("type") == "invite":
+                # Gone from here (dropped, or resumed on another node): say so,
+                # so the ringing call does not wait for it until its timeout.
+                asyncio.get_running_loop().create_task(
+                    self.mailbox.send(msg["from_node"], "call_event", event="undeliverable", call=frame["call"], session=msg["session"])
+                )
+            return
+        conn.learn_owner(frame, msg["from_node"])
+        conn.send_wire(frame)
 
     def local_keys(self) -> list[SessionKey]:
         return [c.key for c in self.sessions.values() if c.key is not None]

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import presence
-from .app_keys import ACCOUNTS, NODE, PRESENCE
+from . import calls, ingress, ingress_carrier, messages, presence
+from .app_keys import ACCOUNTS, CALLS, NODE, PRESENCE
 from .errors import error_middleware
 
 if TYPE_CHECKING:
@@ -34,6 +34,12 @@ def build_app(node: Node) -> web.Application:
     app[PRESENCE] = node.presence
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/v1/connect", node.gateway.handle)
+    app[CALLS] = node.engine.calls
+    if "gateway" in node.roles:
+        app.router.add_get("/v1/connect", node.gateway.handle)
+    calls.add_routes(app)
+    ingress.add_routes(app)
     presence.add_routes(app)
+    messages.add_routes(app)
+    ingress_carrier.add_routes(app)
     return app

@@ -15,3 +15,12 @@ if TYPE_CHECKING:
 ACCOUNTS = web.AppKey("accounts", AccountRegistry)
 PRESENCE = web.AppKey("presence", PresenceService)
 NODE: web.AppKey["Node"] = web.AppKey("node")
+CALLS: web.AppKey["CallStore"] = web.AppKey("calls")
+
+# Message records and carrier providers (http/messages.py, http/ingress_carrier.py).
+if TYPE_CHECKING:
+    from ..carriers.base import Provider
+    from ..engines.ports import MessageStore
+
+MESSAGES: web.AppKey["MessageStore"] = web.AppKey("messages")
+PROVIDERS: web.AppKey["dict[str, Provider]"] = web.AppKey("providers")

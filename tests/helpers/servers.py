@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,11 +16,13 @@ from protocol.tokens import default_grants, mint_token
 
 @dataclass
 class TestAccount:
+    __test__ = False  # a helper, not a test class
     sid: str = field(default_factory=lambda: new_sid("AC"))
     auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
     key_sid: str = field(default_factory=lambda: new_sid("SK"))
     key_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     identities: list[dict[str, str]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)  # applications, phone_numbers, fallback
 
     def config(self) -> dict[str, Any]:
         return {
@@ -27,6 +30,7 @@ class TestAccount:
             "auth_token": self.auth_token,
             "api_keys": [{"sid": self.key_sid, "secret": self.key_secret}],
             "identities": self.identities,
+            **self.extra,
         }
 
 
@@ -74,6 +78,9 @@ class RunningServer:
 def make_config(accounts: list[TestAccount], **sections: Any) -> Config:
     data: dict[str, Any] = {"accounts": [a.config() for a in accounts]}
     data.update(sections)
+    # Each server gets its own data_dir (message records, outbox) unless a test names
+    # one, so that tests neither write ./data nor see each other's records.
+    data["engine"] = {"data_dir": fresh_data_dir(), **data.get("engine", {})}
     return parse_config(data, environ={})
 
 
@@ -83,3 +90,12 @@ async def start_server(accounts: list[TestAccount] | None = None, *, clock_start
     node = Node(make_config(accounts, **sections), clock=clock)
     await node.start("127.0.0.1", 0)
     return RunningServer(node, clock, accounts)
+
+
+# Removed when the test process exits (the TemporaryDirectory's finalizer).
+_DATA_ROOT = tempfile.TemporaryDirectory(prefix="presence-tests-")
+
+
+def fresh_data_dir() -> str:
+    """A new, empty data_dir for one server (under a root removed at exit)."""
+    return tempfile.mkdtemp(dir=_DATA_ROOT.name)

@@ -234,6 +234,8 @@ class ClientCore:
 
     async def _open_link(self, token: str, resume: str | None) -> Link:
         register: dict[str, Any] = {"type": "register", "token": token, **self._desired, "id": next(self._ids)}
+        if "capabilities" not in register:
+            register["capabilities"] = default_capabilities(token)
         if resume is not None:
             register["resume"] = resume
         return await open_link(
@@ -535,3 +537,21 @@ class ClientCore:
             log.warning("presence client error: %s", error)
         else:
             self._call(self.on_error, error, report=False)
+
+
+def default_capabilities(token: str) -> list[str]:
+    """What a client declares when its app did not say: in-app messages, and
+    calls when its own token may receive them (the server refuses 'voice'
+    without that grant). The payload is read, not verified: it is our own token."""
+    import base64
+    import json
+
+    caps = ["messaging"]
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        if claims["grants"]["voice"]["incoming"]["allow"] is True:
+            caps.insert(0, "voice")
+    except (IndexError, KeyError, TypeError, ValueError):
+        pass
+    return caps

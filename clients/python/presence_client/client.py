@@ -53,7 +53,7 @@ class PresenceClient(ClientCore):
         status: str = "available",
         text: str = "",
         priority: int = 0,
-        capabilities: Iterable[str] = ("voice", "messaging"),
+        capabilities: Iterable[str] | None = None,
         reconnect: bool = True,
         backoff: Backoff | None = None,
         request_timeout: float = 10.0,
@@ -72,8 +72,9 @@ class PresenceClient(ClientCore):
             "status": _validate.status(status),
             "text": _validate.text(text),
             "priority": _validate.priority(priority),
-            "capabilities": list(_validate.capabilities(capabilities)),
         }
+        if capabilities is not None:
+            self._desired["capabilities"] = list(_validate.capabilities(capabilities))
         if not isinstance(reconnect, bool):
             raise TypeError("reconnect must be True or False")
         self._reconnect_enabled = reconnect

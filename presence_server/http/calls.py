@@ -1,0 +1,93 @@
+"""REST: the Twilio-compatible Calls resource."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from protocol.addresses import is_sid
+from protocol.errors import ErrorCode
+from protocol.messages import destination_problem
+
+from ..accounts import Webhook
+from . import forms
+from .app_keys import ACCOUNTS, CALLS, NODE
+from .auth import account_in_path
+from .errors import ApiError
+
+CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
+
+
+def _signaling(request: web.Request):  # type: ignore[no-untyped-def]
+    signaling = request.app[NODE].signaling
+    if signaling is None:
+        raise ApiError(ErrorCode.SIGNALING_UNAVAILABLE)
+    return signaling
+
+
+async def create(request: web.Request) -> web.Response:
+    account = account_in_path(request, request.app[ACCOUNTS])
+    form = await request.post()
+    to = forms.text(form, "To", required=True, max_len=128)
+    assert to is not None
+    problem = destination_problem(to)
+    if problem:
+        raise forms.bad("To", f"is not a client address or E.164 number: {problem}")
+    sender = forms.text(form, "From", required=True, max_len=128)
+    assert sender is not None
+    url = forms.url(form, "Url")
+    app_sid = forms.text(form, "ApplicationSid", max_len=34)
+    if (url is None) == (app_sid is None):
+        raise forms.bad("Url", "or ApplicationSid is required (one of them)")
+    if url is not None:
+        webhook = Webhook(url, forms.method(form, "Method"), forms.url(form, "FallbackUrl"), forms.method(form, "FallbackMethod"))
+    else:
+        found = account.application_webhook(app_sid or "") if is_sid(app_sid, "AP") else None
+        if found is None:
+            raise forms.bad("ApplicationSid", "is not an application of this account with a voice_url")
+        webhook = found
+    events = frozenset(" ".join(form.getall("StatusCallbackEvent", [])).split()) or frozenset({"completed"})
+    if not events <= set(CALL_EVENTS):
+        raise forms.bad("StatusCallbackEvent", f"must be among {', '.join(CALL_EVENTS)}")
+    record = await _signaling(request).rest_call(
+        account,
+        to=to if not to.lower().startswith("client:") else "client:" + to[7:],
+        from_=sender,
+        webhook=webhook,
+        timeout=forms.integer(form, "Timeout", default=60, low=1, high=600),
+        status_callback=forms.url(form, "StatusCallback"),
+        status_callback_method=forms.method(form, "StatusCallbackMethod"),
+        status_callback_events=events,
+    )
+    return web.json_response(record.to_api(), status=201)
+
+
+async def get_one(request: web.Request) -> web.Response:
+    account = account_in_path(request, request.app[ACCOUNTS])
+    sid = request.match_info["call_sid"]
+    record = await request.app[CALLS].get(account.sid, sid) if is_sid(sid, "CA") else None
+    if record is None:
+        raise ApiError(ErrorCode.NOT_FOUND, f"no call {sid[:40]}")
+    return web.json_response(record.to_api())
+
+
+async def get_list(request: web.Request) -> web.Response:
+    account = account_in_path(request, request.app[ACCOUNTS])
+    query = request.query
+    page_number, size = forms.page(query)
+    records = await request.app[CALLS].list(
+        account.sid,
+        status=forms.text(query, "Status", max_len=16),
+        to=forms.text(query, "To", max_len=128),
+        from_=forms.text(query, "From", max_len=128),
+        parent_call_sid=forms.text(query, "ParentCallSid", max_len=34),
+        limit=size + 1,
+        offset=page_number * size,
+    )
+    base = f"/2010-04-01/Accounts/{account.sid}/Calls.json"
+    return web.json_response(forms.list_envelope("calls", [r.to_api() for r in records[:size]], base, page_number, size, len(records) > size))
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/2010-04-01/Accounts/{account_sid}/Calls.json", create)
+    app.router.add_get("/2010-04-01/Accounts/{account_sid}/Calls.json", get_list)
+    app.router.add_get("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json", get_one)

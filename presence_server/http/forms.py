@@ -1,0 +1,81 @@
+"""Reading form parameters (the Twilio-compatible API takes forms) with
+errors that name the parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from multidict import MultiDictProxy
+
+from protocol.errors import ErrorCode
+
+from .errors import ApiError
+
+
+def bad(name: str, why: str) -> ApiError:
+    return ApiError(ErrorCode.PARAMETER_INVALID, f"{name} {why}")
+
+
+def text(form: MultiDictProxy[Any], name: str, *, required: bool = False, max_len: int = 1600) -> str | None:
+    value = form.get(name)
+    if value is None or value == "":
+        if required:
+            raise bad(name, "is required")
+        return None
+    if not isinstance(value, str):
+        raise bad(name, "must be text")
+    if len(value) > max_len:
+        raise bad(name, f"is longer than {max_len} characters")
+    return value
+
+
+def url(form: MultiDictProxy[Any], name: str, *, required: bool = False) -> str | None:
+    value = text(form, name, required=required, max_len=4096)
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise bad(name, "must be an http:// or https:// URL")
+    return value
+
+
+def method(form: MultiDictProxy[Any], name: str) -> str:
+    value = (text(form, name, max_len=8) or "POST").upper()
+    if value not in ("GET", "POST"):
+        raise bad(name, "must be GET or POST")
+    return value
+
+
+def integer(form: MultiDictProxy[Any], name: str, *, default: int, low: int, high: int) -> int:
+    value = text(form, name, max_len=12)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise bad(name, "must be an integer") from None
+    if not low <= number <= high:
+        raise bad(name, f"must be from {low} to {high}")
+    return number
+
+
+def page(query: MultiDictProxy[str]) -> tuple[int, int]:
+    """(page, page size) of a list request."""
+    size = integer(query, "PageSize", default=50, low=1, high=1000)
+    number = integer(query, "Page", default=0, low=0, high=1_000_000)
+    return number, size
+
+
+def list_envelope(key: str, items: list[dict[str, Any]], base: str, page_number: int, size: int, has_more: bool) -> dict[str, Any]:
+    """The list envelope Twilio-compatible clients page with."""
+    def uri(n: int) -> str:
+        return f"{base}?PageSize={size}&Page={n}"
+
+    return {
+        key: items,
+        "page": page_number,
+        "page_size": size,
+        "start": page_number * size,
+        "end": page_number * size + max(len(items) - 1, 0),
+        "uri": uri(page_number),
+        "first_page_uri": uri(0),
+        "next_page_uri": uri(page_number + 1) if has_more else None,
+        "previous_page_uri": uri(page_number - 1) if page_number > 0 else None,
+    }

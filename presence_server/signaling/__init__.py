@@ -1,0 +1,1 @@
+"""Signaling: calls, dial forking, instruction fetching and execution, fallback."""

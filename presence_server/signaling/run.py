@@ -1,0 +1,107 @@
+"""One call in progress on this signaling node: its legs, its event queue.
+
+Events for a call (a callee rings, accepts, rejects; either side signals or
+hangs up) arrive through the node's mailbox and are queued on the call's
+run, which consumes them in order: relays keep their order, and nothing
+about one call waits on another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from protocol.calls import CallEvent, CallStatus, next_status
+
+from ..accounts import Account
+from ..engines.calls import CallRecord
+
+if TYPE_CHECKING:
+    from .service import SignalingService
+
+
+@dataclass(frozen=True)
+class Leg:
+    """One party of a call: a client session, or someone outside (a carrier caller)."""
+
+    address: str  # 'client:alice' or '+15551230001'
+    session_id: str | None = None
+    node_id: str | None = None  # the gateway node holding the session
+    media: bool = False  # the leg declared the 'media' capability
+
+    @property
+    def is_client(self) -> bool:
+        return self.session_id is not None
+
+
+@dataclass(frozen=True)
+class LegEvent:
+    event: str  # ringing | accept | reject | hangup | signal | undeliverable
+    call_sid: str  # the call (or child call) the event names
+    session_id: str
+    node_id: str
+    request_id: Any = None
+    reason: str | None = None
+    payload: dict[str, Any] | None = None
+
+
+@dataclass
+class CallRun:
+    service: SignalingService
+    record: CallRecord
+    account: Account
+    caller: Leg
+    params: dict[str, str] = field(default_factory=dict)  # custom parameters for instruction requests
+    sdp: str | None = None
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    status_callback_events: frozenset[str] = frozenset({"completed"})
+    events: asyncio.Queue[LegEvent] = field(default_factory=asyncio.Queue)
+    caller_gone: bool = False
+    redirects: int = 0
+    end_reason: str | None = None  # set by <Reject>: 'rejected' or 'busy'
+
+    @property
+    def sid(self) -> str:
+        return self.record.sid
+
+    # A <Message> without to/from answers the caller from the number called.
+    @property
+    def reply_to(self) -> str:
+        return self.record.from_
+
+    @property
+    def reply_from(self) -> str:
+        return self.record.to
+
+    async def move(self, event: CallEvent, **changes: Any) -> bool:
+        """Apply a call event through the state table; False when it does not apply."""
+        status = next_status(CallStatus(self.record.status), event)
+        if status is None:
+            return False
+        now = self.service.clock.time()
+        if status is CallStatus.IN_PROGRESS:
+            changes.setdefault("start_time", now)
+        if status.final:
+            changes.setdefault("end_time", now)
+        updated = await self.service.calls.update(self.account.sid, self.sid, status=status.value, date_updated=now, **changes)
+        if updated is not None:
+            self.record = updated
+        self.service.status_callback(self, status)
+        return True
+
+    def instruction_params(self) -> dict[str, str]:
+        """The well-known parameters of every instruction request for this call."""
+        rec = self.record
+        return {
+            "CallSid": rec.sid,
+            "AccountSid": rec.account_sid,
+            "From": rec.from_,
+            "To": rec.to,
+            "CallStatus": rec.status,
+            "Direction": rec.direction,
+            "ApiVersion": "2010-04-01",
+            **({"ParentCallSid": rec.parent_call_sid} if rec.parent_call_sid else {}),
+            **self.params,
+        }
