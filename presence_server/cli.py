@@ -15,16 +15,23 @@ from . import dev
 from .clock import SystemClock
 from .config import Config, ConfigError, load_config
 from .logs import configure_logging
+from .roles import ROLES
 from .outbox_cli import register_outbox_command, run_outbox_command
 
 
-def _config_with_dev(path: str | None, is_dev: bool, **overrides: Any) -> Config:
-    config = load_config(path, **overrides)
+def _config_with_dev(path: str | None, is_dev: bool, host: str | None = None, port: int | None = None) -> Config:
+    overrides: dict[str, Any] = {}
+    config = load_config(path)
+    if host or port is not None:
+        server = config.server.model_dump()
+        server.update({k: v for k, v in (("host", host), ("port", port)) if v is not None})
+        overrides["server"] = server
+        config = load_config(path, **overrides)
     if not is_dev:
         return config
     # Dev mode always has the dev account (after any configured ones), so the
     # banner and `token` have a key to sign with.
-    dev_account = dev.load_or_create()
+    dev_account = dev.load_or_create(base_url=f"http://{config.server.host}:{config.server.port}")
     accounts = [a.model_dump() for a in config.accounts if a.sid != dev_account["sid"]]
     return load_config(path, **{**overrides, "dev": True, "accounts": accounts + [dev_account]})
 
@@ -39,10 +46,10 @@ def _pick_key(config: Config, account_sid: str | None, key_sid: str | None) -> t
     raise ConfigError(["no account has an unrevoked API key with a secret to sign with (matching --account/--key)"])
 
 
-async def _serve(config: Config) -> None:
+async def _serve(config: Config, roles: tuple[str, ...]) -> None:
     from .node import Node
 
-    node = Node(config, clock=SystemClock())
+    node = Node(config, clock=SystemClock(), roles=roles)
     port = await node.start()
     if config.dev:
         _print_dev_banner(config, port)
@@ -86,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--dev", action="store_true", help="dev mode: a ready-made account, console logs")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
+    serve.add_argument(
+        "--roles", default=",".join(ROLES), help=f"comma list of roles this process runs (default: all: {','.join(ROLES)})"
+    )
 
     token = sub.add_parser("token", help="mint an access token (HS256) for a client identity")
     token.add_argument("--identity", required=True)
@@ -93,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token.add_argument("--config", help="TOML configuration file (default: the dev account)")
     token.add_argument("--account", help="account sid (default: the first)")
     token.add_argument("--key", help="API key sid (default: the account's first with a secret)")
+    token.add_argument(
+        "--application", help="AP sid for grants.voice.outgoing, so the client can place calls (dev mode: the dev application)"
+    )
 
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("path")
@@ -112,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not 0 < args.ttl <= 86400:
                 raise ConfigError(["--ttl must be between 1 and 86400 seconds"])
             account_sid, key_sid, secret = _pick_key(config, args.account, args.key)
+            grants = default_grants(args.identity)
+            application = args.application
+            if application is None and args.config is None:
+                application = config.accounts[-1].applications[0].sid  # the dev application
+            if application is not None:
+                grants["voice"]["outgoing"] = {"application_sid": application}
             print(
                 mint_token(
                     key_sid=key_sid,
@@ -120,16 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     secret=secret,
                     ttl=args.ttl,
                     now=SystemClock().time(),
-                    grants=default_grants(args.identity),
+                    grants=grants,
                 )
             )
             return 0
-        config = _config_with_dev(args.config, args.dev)
-        if args.host or args.port is not None:
-            server = config.server.model_copy(
-                update={k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
-            )
-            config = config.model_copy(update={"server": server})
+        config = _config_with_dev(args.config, args.dev, args.host, args.port)
+        roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+        if not roles or set(roles) - set(ROLES):
+            raise ConfigError([f"--roles: each role must be one of {', '.join(ROLES)}"])
         configure_logging(config.logging.format or ("console" if config.dev else "json"), config.logging.level)
         run = asyncio.run
         try:
@@ -138,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is not on every platform
             pass
-        run(_serve(config))
+        run(_serve(config, roles))
         return 0
     except (ConfigError, ValueError) as exc:  # ValueError: mint_token's refusal (bad identity, ...)
         print(f"presence-server: {exc}", file=sys.stderr)

@@ -20,6 +20,7 @@ from .engines.memory import MemoryEngine
 from .engines.ports import Engine
 from .gateway.gateway import Gateway
 from .mailbox import Mailbox
+from .roles import ROLES
 from .signaling.fetcher import InstructionFetcher
 from .signaling.service import SignalingService
 from .signaling.urlguard import UrlPolicy, guarded_session
@@ -35,9 +36,6 @@ def build_engine(config: Config) -> Engine:
     if config.engine.kind == "memory":
         return MemoryEngine(data_dir=config.engine.data_dir)
     raise NotImplementedError("the redis engine is not built yet (see README: not built)")
-
-
-ROLES = ("gateway", "signaling")
 
 
 class Node:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import calls, ingress, ingress_carrier, messages, presence
+from . import calls, dev, ingress, ingress_carrier, messages, presence
 from .app_keys import ACCOUNTS, CALLS, NODE, PRESENCE
 from .errors import error_middleware
 
@@ -39,6 +39,8 @@ def build_app(node: Node) -> web.Application:
         app.router.add_get("/v1/connect", node.gateway.handle)
     calls.add_routes(app)
     ingress.add_routes(app)
+    if node.config.dev:
+        dev.add_routes(app)
     presence.add_routes(app)
     messages.add_routes(app)
     ingress_carrier.add_routes(app)

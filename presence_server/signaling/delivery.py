@@ -69,6 +69,20 @@ class Delivery:
         status_callback: str | None = None,
         fallback_reason: str | None = None,
     ) -> MessageRecord:
+        record = await self._deliver(account, to, sender, body, media, direction, related_call_sid, fallback_reason)
+        if status_callback is not None:
+            params = {
+                "MessageSid": record.sid, "SmsSid": record.sid, "AccountSid": record.account_sid, "From": record.from_,
+                "To": record.to, "MessageStatus": record.status, "SmsStatus": record.status, "ApiVersion": "2010-04-01",
+                **({"ErrorCode": str(record.error_code)} if record.error_code is not None else {}),
+            }
+            self.service.webhooks.send_soon(status_callback, "POST", params, account.auth_token)
+        return record
+
+    async def _deliver(
+        self, account: Account, to: str, sender: str, body: str, media: tuple[str, ...], direction: str,
+        related_call_sid: str | None, fallback_reason: str | None,
+    ) -> MessageRecord:
         svc = self.service
         now = svc.clock.time()
         record = MessageRecord(

@@ -42,6 +42,10 @@ class RingTarget:
     sessions: list[SessionPresence]
     params: dict[str, str] = field(default_factory=dict)
     identity: str | None = None  # the client identity rung (for the missed-call fallback)
+    # The noun's statusCallback: told of this leg's initiated/ringing/answered/completed.
+    status_callback: str | None = None
+    status_callback_method: str = "POST"
+    status_callback_events: frozenset[str] = frozenset({"completed"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,7 @@ class Ringer:
     def __init__(self, service: SignalingService, run: CallRun) -> None:
         self.service = service
         self.run = run
+        self._targets: dict[str, RingTarget] = {}  # child call sid -> its target
 
     async def _child_event(self, child: CallRecord, event: CallEvent, **changes: object) -> CallRecord:
         new = next_status(CallStatus(child.status), event)
@@ -67,8 +72,11 @@ class Ringer:
             changes.setdefault("start_time", now)
         if new.final:
             changes.setdefault("end_time", now)
-        updated = await svc.calls.update(child.account_sid, child.sid, status=new.value, date_updated=now, **changes)
-        return updated or child
+        updated = await svc.calls.update(child.account_sid, child.sid, status=new.value, date_updated=now, **changes) or child
+        target = self._targets.get(child.sid)
+        if target is not None and target.status_callback is not None:
+            svc.leg_status_callback(self.run, target, updated)
+        return updated
 
     async def ring(self, targets: list[RingTarget], timeout: float) -> RingOutcome:
         svc, run = self.service, self.run
@@ -78,6 +86,7 @@ class Ringer:
         nodes: dict[str, str] = {}
         for target in targets:
             svc.route(target.child.sid, run)
+            self._targets[target.child.sid] = target
             target.child = await self._child_event(target.child, CallEvent.START)
             for session in target.sessions:
                 pending[session.session_id] = target

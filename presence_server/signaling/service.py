@@ -40,6 +40,9 @@ from .run import CallRun, Leg, LegEvent
 
 log = structlog.get_logger(__name__)
 
+# Call statuses as status-callback events (final statuses are all 'completed').
+_CALLBACK_EVENT = {CallStatus.INITIATED: "initiated", CallStatus.RINGING: "ringing", CallStatus.IN_PROGRESS: "answered"}
+
 
 @dataclass
 class MessageRun:
@@ -162,15 +165,28 @@ class SignalingService:
         return [s for s in snap.presence.sessions if not s.lingering]
 
     def status_callback(self, run: CallRun, status: CallStatus) -> None:
-        event = {CallStatus.INITIATED: "initiated", CallStatus.RINGING: "ringing", CallStatus.IN_PROGRESS: "answered"}.get(
-            status, "completed" if status.final else None
-        )
+        event = _CALLBACK_EVENT.get(status, "completed" if status.final else None)
         if run.status_callback is None or event is None or event not in run.status_callback_events:
             return
         params = {**run.instruction_params(), "CallbackSource": "call-progress-events", "Timestamp": str(self.clock.time())}
         if run.record.duration is not None:
             params["CallDuration"] = str(run.record.duration)
         self.webhooks.send_soon(run.status_callback, run.status_callback_method, params, run.account.auth_token)
+
+    def leg_status_callback(self, run: CallRun, target: RingTarget, record: CallRecord) -> None:
+        """A Dial noun's statusCallback, for its own leg (child call)."""
+        status = CallStatus(record.status)
+        event = _CALLBACK_EVENT.get(status, "completed" if status.final else None)
+        if target.status_callback is None or event is None or event not in target.status_callback_events:
+            return
+        params = {
+            "CallSid": record.sid, "ParentCallSid": run.sid, "AccountSid": record.account_sid, "From": record.from_,
+            "To": record.to, "CallStatus": record.status, "Direction": record.direction, "ApiVersion": "2010-04-01",
+            "CallbackSource": "call-progress-events", "Timestamp": str(self.clock.time()),
+        }
+        if record.duration is not None:
+            params["CallDuration"] = str(record.duration)
+        self.webhooks.send_soon(target.status_callback, target.status_callback_method, params, run.account.auth_token)
 
     async def fetch(
         self, run: CallRun | MessageRun, url: str, method: str, fallback_url: str | None, fallback_method: str, extra: dict[str, str]
@@ -212,7 +228,11 @@ class SignalingService:
             return None
         await self.calls.create(child)
         sessions = [s for s in await self.present_sessions(run.account.sid, identity) if ringable(s)]
-        return RingTarget(child=child, sessions=sessions, params=params, identity=identity)
+        return RingTarget(
+            child=child, sessions=sessions, params=params, identity=identity, status_callback=noun.status_callback,
+            status_callback_method=noun.status_callback_method,
+            status_callback_events=frozenset(noun.status_callback_event),
+        )
 
     # -- entry points ------------------------------------------------------------------------------
 

@@ -64,8 +64,30 @@ async def test_dev_server_quick_start(tmp_path: Path) -> None:
             async with http.get(url, headers={"Authorization": f"Basic {creds}"}) as resp:
                 assert resp.status == 200 and (await resp.json())["status"] == "available"
 
+        # The README walkthrough: alice calls bob through the dev instruction app...
+        code, bob_token, _ = await run("token", "--identity", "bob", cwd=tmp_path)
+        bob = await RawClient.open(f"ws://127.0.0.1:{port}/v1/connect")
+        assert (await bob.register(bob_token.strip(), capabilities=["voice"]))["type"] == "registered"
+        await client.send({"type": "call", "to": "client:bob"})
+        assert (await client.recv_type("call_created"))["call"].startswith("CA")
+        invite = await bob.recv_type("invite")
+        assert invite["from"] == "client:alice"
+        await bob.send({"type": "reject", "call": invite["call"]})
+        assert (await client.recv_type("call_progress"))["status"] == "completed"
+        # ...and once bob is gone, the call falls back to an SMS to his phone.
+        await bob.send({"type": "bye"})
+        await bob.closed()
+        await client.send({"type": "call", "to": "client:bob"})
+        await client.recv_type("call_progress")
+        for _ in range(100):
+            code, printed, _ = await run("outbox", cwd=tmp_path)
+            if "Missed call from client:alice" in printed:
+                break
+            await asyncio.sleep(0.1)
+        assert "+15550100002" in printed and "Missed call from client:alice" in printed
+
         proc.send_signal(signal.SIGTERM)
-        assert (await client.recv())["type"] == "reconnect"
+        assert (await client.recv_type("reconnect"))["type"] == "reconnect"
         assert (await client.closed())[0] == 4012
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:

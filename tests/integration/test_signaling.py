@@ -437,3 +437,28 @@ async def test_inbound_carrier_call_rings_the_client_of_a_number(env: Env) -> No
     invite = await bob.recv_type("invite")
     assert invite["from"] == "+15557770000" and invite["to"] == "client:bob" and invite["sdp"] == "v=0 carrier"
     assert invite["parent_call"] == call["sid"]
+
+
+async def test_client_leg_and_message_status_callbacks(env: Env) -> None:
+    ins = env.ins
+    leg_hook = ins.on("/leg-status", "")
+    msg_hook = ins.on("/msg-status", "")
+    ins.on(
+        "/voice",
+        f'<Response><Dial action="{ins.url("/after")}"><Client statusCallback="{leg_hook}" statusCallbackEvent="ringing answered completed">bob</Client></Dial></Response>',
+    )
+    ins.on("/after", f'<Response><Message to="+15559990000" statusCallback="{msg_hook}">bye</Message></Response>')
+    bob = await env.client("bob")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    invite = await bob.recv_type("invite")
+    await bob.send({"type": "ringing", "call": invite["call"]})
+    await bob.send({"type": "accept", "call": invite["call"]})
+    await alice.recv_type("call_progress")  # ringing
+    await alice.recv_type("call_progress")  # answered
+    await bob.send({"type": "hangup", "call": invite["call"]})
+    legs = await ins.wait_for("/leg-status", 3)
+    assert [r.params["CallStatus"] for r in legs] == ["ringing", "in-progress", "completed"]
+    assert all(r.params["CallSid"] == invite["call"] and r.params["ParentCallSid"] for r in legs)
+    (msg,) = await ins.wait_for("/msg-status")
+    assert msg.params["MessageStatus"] == "sent" and msg.params["To"] == "+15559990000"
