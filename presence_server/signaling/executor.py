@@ -84,7 +84,6 @@ class Executor:
         """Say/Play/Gather/Record go to a caller leg that declared media; else skipped."""
         tag = type(verb).__name__
         if isinstance(run, CallRun) and run.caller.media and run.caller.is_client:
-            await self.service.tell_caller(run, m.CallWarning(call=run.sid, code=0, message=f"media:{tag}"))
             await self.service.tell_caller_media(run, verb)
             return None
         await self.warn(run, WARN_MEDIA_SKIPPED, f"<{tag}> skipped: the caller's leg has no media capability")

@@ -462,3 +462,43 @@ async def test_client_leg_and_message_status_callbacks(env: Env) -> None:
     assert all(r.params["CallSid"] == invite["call"] and r.params["ParentCallSid"] for r in legs)
     (msg,) = await ins.wait_for("/msg-status")
     assert msg.params["MessageStatus"] == "sent" and msg.params["To"] == "+15559990000"
+
+
+async def test_media_verbs_go_to_a_media_leg_or_are_skipped_with_a_warning(env: Env) -> None:
+    env.ins.on("/voice", "<Response><Say>Hello there</Say><Play>https://example.com/a.mp3</Play><Hangup/></Response>")
+    plain = await env.client("alice", capabilities=["voice"])
+    await plain.send({"type": "call", "to": "client:bob"})
+    call_sid = (await plain.recv_type("call_created"))["call"]
+    warning = await plain.recv_type("call_warning")
+    assert warning["call"] == call_sid and warning["code"] == 13000 and "<Say>" in warning["message"]
+    assert (await plain.recv_type("call_warning"))["code"] == 13000  # <Play> too
+    assert (await plain.recv_type("call_progress"))["reason"] == "hangup"
+
+    player = await env.client("carol", capabilities=["voice", "media"])
+    await player.send({"type": "call", "to": "client:bob"})
+    await player.recv_type("call_created")
+    media = await player.recv_type("call_media")
+    assert media["verb"] == "Say" and media["attributes"]["text"] == "Hello there"
+    assert (await player.recv_type("call_media"))["verb"] == "Play"
+
+
+async def test_calls_list_filters_and_pages(env: Env) -> None:
+    env.ins.on("/voice", "<Response><Hangup/></Response>")
+    alice = await env.client("alice")
+    sids = []
+    for _ in range(3):
+        await alice.send({"type": "call", "to": "client:bob"})
+        sids.append((await alice.recv_type("call_created"))["call"])
+        await alice.recv_type("call_progress")
+    base = f"/2010-04-01/Accounts/{env.account.sid}/Calls.json"
+    status, page = await env.rest("GET", f"{base}?PageSize=2")
+    assert status == 200 and [c["sid"] for c in page["calls"]] == sids[::-1][:2] and page["next_page_uri"]
+    status, page = await env.rest("GET", f"{base}?PageSize=2&Page=1")
+    assert [c["sid"] for c in page["calls"]] == [sids[0]] and page["next_page_uri"] is None
+    status, page = await env.rest("GET", f"{base}?Status=completed&From=client:alice")
+    assert len(page["calls"]) == 3
+    status, body = await env.rest("GET", f"{base}?PageSize=0")
+    assert status == 400 and "PageSize" in body["message"]
+    other = env.server.accounts[1]
+    status, page = await env.rest("GET", f"/2010-04-01/Accounts/{other.sid}/Calls.json", auth=(other.sid, other.auth_token))
+    assert page["calls"] == []
