@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from typing import Any, Callable
+from typing import Any, Callable, Coroutine
 
 import structlog
 from aiohttp import web
@@ -75,6 +75,7 @@ class Gateway:
         self._deadlines: list[tuple[float, int, Connection]] = []
         self._seq = itertools.count()
         self.accepting = True
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def new_session_id(self) -> str:
         return new_sid("SE")
@@ -134,12 +135,22 @@ class Gateway:
             if frame.get("type") == "invite":
                 # Gone from here (dropped, or resumed on another node): say so,
                 # so the ringing call does not wait for it until its timeout.
-                asyncio.get_running_loop().create_task(
+                self._spawn(
                     self.mailbox.send(msg["from_node"], "call_event", event="undeliverable", call=frame["call"], session=msg["session"])
                 )
             return
         conn.learn_owner(frame, msg["from_node"])
         conn.send_wire(frame)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("gateway notice failed", exc_info=task.exception())
 
     def local_keys(self) -> list[SessionKey]:
         return [c.key for c in self.sessions.values() if c.key is not None]

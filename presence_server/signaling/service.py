@@ -11,6 +11,7 @@ gateway's objects, so it runs unchanged as a separate process.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Coroutine
 
@@ -33,7 +34,7 @@ from ..mailbox import Mailbox
 from ..presence.service import PresenceService
 from ..webhooks import WebhookSender
 from .delivery import Delivery
-from .executor import Executor
+from .executor import STOP, Executor
 from .fetcher import FetchError, FetchedInstructions, InstructionFetcher
 from .ringing import RingTarget, Ringer, next_event_or_timeout, ringable
 from .run import CallRun, Leg, LegEvent
@@ -200,8 +201,6 @@ class SignalingService:
             return None
 
     async def instructions_failed(self, run: CallRun | MessageRun, code: int, message: str) -> Any:
-        from .executor import STOP
-
         log.warning("instructions failed", call_sid=run.sid, code=code, detail=message)
         if isinstance(run, CallRun):
             run.record = (await self.calls.update(run.account.sid, run.sid, error_code=code, error_message=message)) or run.record
@@ -363,7 +362,6 @@ class SignalingService:
                 return
             # The answered client is now the party the instructions talk to.
             run.caller = outcome.callee
-            run.route_alias = run.sid
             self.status_callback(run, CallStatus.IN_PROGRESS)
             fetched = await self.fetch(run, webhook.url, webhook.method, webhook.fallback_url, webhook.fallback_method, {})
             reason = "failed" if fetched is None else await self.executor.execute(run, fetched)
@@ -380,8 +378,7 @@ class SignalingService:
 
 
 def _verb_fields(verb: Verb) -> dict[str, Any]:
-    import dataclasses
-
+    """A verb's plain attributes, for a client leg that renders media itself."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(verb):
         value = getattr(verb, f.name)
