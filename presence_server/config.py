@@ -57,6 +57,9 @@ def _secret_check(value: str | None) -> str | None:
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    # The base URL carriers use to reach this server (the http provider tells
+    # its carrier where to post delivery reports). Default: http://host:port.
+    public_url: str | None = None
     shutdown_grace: float = Field(2.0, ge=0, le=300)
 
 

@@ -54,7 +54,12 @@ class Node:
         # Carrier providers (by name): started after the engine, closed before it.
         # With none configured, the embedded outbox records what would be sent.
         self.providers: dict[str, Provider] = {
-            p.name: build_provider(p, data_dir=config.engine.data_dir, clock=self.clock)
+            p.name: build_provider(
+                p,
+                data_dir=config.engine.data_dir,
+                clock=self.clock,
+                public_url=config.server.public_url or f"http://{config.server.host}:{config.server.port}",
+            )
             for p in default_provider_configs(config.providers)
         }
         self.accounts = AccountRegistry(config)

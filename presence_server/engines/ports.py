@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from protocol.presence import SessionPresence
 
+from .calls import CallStore
+
 
 @dataclass(frozen=True)
 class SessionKey:
@@ -105,6 +107,8 @@ def node_topic(node_id: str) -> str:
 class Engine(Protocol):
     presence: PresenceStore
     bus: Bus
+    calls: CallStore
+    messages: MessageStore
 
     async def start(self) -> None: ...
 

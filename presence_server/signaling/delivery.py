@@ -43,13 +43,8 @@ class Delivery:
         if fut is not None and not fut.done():
             fut.set_result(None)
 
-    def _provider(self, media: bool) -> Provider | None:
-        providers = self.service.providers
-        wanted = "mms" if media else "sms"
-        for provider in providers.values():
-            if wanted in provider.capabilities:
-                return provider
-        return next((p for p in providers.values() if "sms" in p.capabilities), None)
+    def _provider(self, capability: str) -> Provider | None:
+        return next((p for p in self.service.providers.values() if capability in p.capabilities), None)
 
     def _identity_of(self, account: Account, to: str) -> str | None:
         if to.lower().startswith("client:"):
@@ -140,7 +135,12 @@ class Delivery:
             del self._acks[record.sid]
 
     async def _carrier(self, record: MessageRecord) -> MessageRecord:
-        provider = self._provider(bool(record.media_urls))
+        provider = self._provider("mms") if record.media_urls else self._provider("sms")
+        if provider is None and record.media_urls:
+            # No route carries MMS: the media travel as links in the text.
+            provider = self._provider("sms")
+            links = "\n".join(record.media_urls)
+            record = await self._update(record, body=f"{record.body}\n{links}".strip(), media_urls=(), channel="sms")
         if provider is None:
             return await self._update(record, status="failed", error_code=ERR_NO_PROVIDER, error_message="no provider can send SMS")
         record = await self._update(record, status="sending", provider=provider.name)
@@ -154,6 +154,7 @@ class Delivery:
         )
 
     async def _update(self, record: MessageRecord, **changes: object) -> MessageRecord:
+        changes.setdefault("date_updated", self.service.clock.time())
         updated = await self.service.messages.update(record.account_sid, record.sid, **changes)
         return updated or record
 

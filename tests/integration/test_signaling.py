@@ -502,3 +502,34 @@ async def test_calls_list_filters_and_pages(env: Env) -> None:
     other = env.server.accounts[1]
     status, page = await env.rest("GET", f"/2010-04-01/Accounts/{other.sid}/Calls.json", auth=(other.sid, other.auth_token))
     assert page["calls"] == []
+
+
+async def test_media_become_links_when_no_provider_carries_mms(tmp_path: Any) -> None:
+    ins = InstructionServer(auth_token="")
+    await ins.start()
+    account = TestAccount(extra={"phone_numbers": [{"number": NUMBER, "sms_url": ins.url("/sms")}]})
+    ins.auth_token = account.auth_token
+    reply = MessagingResponse()
+    msg = reply.message("", to="+15559990000")
+    msg.body("Your photo")
+    msg.media("https://example.com/photo.jpg")
+    ins.on("/sms", str(reply))
+    server = await start_server(
+        [account], security={"allow_private_urls": True}, engine={"data_dir": str(tmp_path)},
+        providers=[{"name": "smsonly", "kind": "outbox", "capabilities": ["sms"], "inbound_username": INGRESS[0], "inbound_password": INGRESS[1]}],
+    )
+    try:
+        env = Env(server, ins, "")
+        status, _ = await env.rest("POST", "/v1/Ingress/smsonly/Messages", {"From": "+15557770000", "To": NUMBER, "Body": "x"}, auth=INGRESS)
+        assert status == 201
+        outbox = server.node.providers["smsonly"]
+        for _ in range(200):
+            entries = await outbox.entries(10)  # type: ignore[attr-defined]
+            if entries:
+                break
+            await asyncio.sleep(0.01)
+        (sms,) = entries
+        assert sms["body"] == "Your photo\nhttps://example.com/photo.jpg" and not sms["media_urls"]
+    finally:
+        await server.node.stop()
+        await ins.stop()

@@ -90,3 +90,19 @@ class TokenError(PresenceError):
 
     def __init__(self, message: str, code: int | None = None) -> None:
         super().__init__(code, message)
+
+
+class CallError(PresenceError):
+    """A call request failed: the server refused it (``code`` 310xx, e.g.
+    31002 answered on another device, 31003 not in a state that allows it),
+    or the call cannot do it from here (``code`` None: it has ended, it is not
+    answered yet, it is not an incoming call). ``call_sid`` names the call
+    (None for a call that was never created); ``end_reason`` is the call's
+    end reason when it had ended."""
+
+    def __init__(
+        self, code: int | None, message: str, *, call_sid: str | None = None, end_reason: str | None = None
+    ) -> None:
+        super().__init__(code, message)
+        self.call_sid = call_sid
+        self.end_reason = end_reason

@@ -13,7 +13,17 @@ from typing import Any, Mapping
 
 from protocol.presence import Status
 
-__all__ = ["DeviceSession", "Disconnect", "Presence", "PresenceUpdate", "SessionInfo", "Status"]
+__all__ = [
+    "CallMedia",
+    "CallWarning",
+    "DeviceSession",
+    "Disconnect",
+    "Message",
+    "Presence",
+    "PresenceUpdate",
+    "SessionInfo",
+    "Status",
+]
 
 
 def _num(value: Any, default: float = 0.0) -> float:
@@ -183,3 +193,54 @@ class Disconnect:
     reason: str
     will_reconnect: bool
     error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class Message:
+    """An in-app message for this client (the ``message`` frame).
+
+    ``from_`` is the sender (a number, or ``client:<identity>``), ``to`` this
+    client's address (``client:<identity>``), ``media`` the media URLs. The
+    SDK acknowledges it once it has been handed to the application (see the
+    README, "In-app messages")."""
+
+    sid: str
+    from_: str
+    to: str
+    body: str = ""
+    media: tuple[str, ...] = ()
+
+    @classmethod
+    def from_wire(cls, obj: Mapping[str, Any]) -> Message:
+        """Parse a ``message`` frame; ValueError when it has no sid."""
+        sid = obj.get("sid")
+        if not isinstance(sid, str) or not sid:
+            raise ValueError("message frame without a sid")
+        media = obj.get("media")
+        return cls(
+            sid=sid,
+            from_=_str(obj.get("from")),
+            to=_str(obj.get("to")),
+            body=_str(obj.get("body")),
+            media=tuple(u for u in media if isinstance(u, str)) if isinstance(media, list) else (),
+        )
+
+
+@dataclass(frozen=True)
+class CallWarning:
+    """Something in a call's instructions was skipped (the ``call_warning``
+    frame): ``code`` from docs/instructions.md (13000: a media verb skipped
+    on a leg without media capability, ...)."""
+
+    code: int
+    message: str
+
+
+@dataclass(frozen=True)
+class CallMedia:
+    """A media verb for a caller leg that plays media itself (declared the
+    ``media`` capability): ``verb`` is its name (``Say``, ``Play``, ...),
+    ``attributes`` its fields."""
+
+    verb: str
+    attributes: Mapping[str, Any]
