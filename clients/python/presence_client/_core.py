@@ -12,6 +12,9 @@ a *reader* task (every server frame is handled there, in order) and a
 *keepalive* task (pings and the idle watchdog), plus an optional token
 *renewal timer*. Application calls send a frame and wait for the reply the
 reader matches by ``id``. ``close()`` ends every one of these tasks.
+
+Calls and in-app messages have their own modules (``_calls.py``,
+``_inbox.py``); the reader hands them their frames.
 """
 
 from __future__ import annotations
@@ -32,12 +35,15 @@ from protocol.messages import MAX_IDENTITIES_PER_REQUEST
 
 from . import _policy
 from ._book import SubscriptionBook
+from ._calls import SERVER_CALL_FRAMES, CallDesk
+from ._inbox import Inbox
+from .calls import Call
 from ._link import MAX_INCOMING_FRAME, Link, LinkLost, open_link
 from ._tokens import TokenKeeper
 from .backoff import Backoff
 from .clock import Clock
 from .errors import NotConnectedError, PresenceConnectionError, PresenceError, RequestTimeoutError, TokenError
-from .models import Disconnect, Presence, PresenceUpdate, SessionInfo
+from .models import Disconnect, Message, Presence, PresenceUpdate, SessionInfo
 
 log = logging.getLogger("presence_client")
 
@@ -70,6 +76,8 @@ class ClientCore:
     on_connect: Callable[[SessionInfo], Any] | None
     on_disconnect: Callable[[Disconnect], Any] | None
     on_error: Callable[[Exception], Any] | None
+    on_invite: Callable[[Call], Any] | None
+    on_message: Callable[[Message], Any] | None
 
     def __init__(self) -> None:
         self._state = ClientState.IDLE
@@ -85,6 +93,8 @@ class ClientCore:
         self._ids = itertools.count(1)
         self._renewing = False
         self._book = SubscriptionBook()
+        self._desk = CallDesk(self)
+        self._inbox = Inbox(self)
 
     # -- requests: plumbing ---------------------------------------------------------------
 
@@ -303,6 +313,7 @@ class ClientCore:
         finally:
             link.ended = True
             link.fail_pending()
+            self._desk.link_lost(link)
             self._notify_state()
 
     async def _supervise(self, link: Link) -> None:
@@ -405,6 +416,9 @@ class ClientCore:
         if error is not None and self._close_error is None:
             self._close_error = error
         self._book.end_streams()
+        self._desk.end_all("connection_lost")  # normally ended already, with their connection
+        self._desk.end_streams()
+        self._inbox.end_streams()
         self._set_state(ClientState.CLOSED)
 
     # -- frames from the server -------------------------------------------------------------
@@ -423,6 +437,10 @@ class ClientCore:
             self._resolve(link, rid, self._apply_snapshot(frame))
         elif kind == "presence_update":
             self._apply_update(frame)
+        elif kind in SERVER_CALL_FRAMES:
+            self._desk.on_frame(link, frame)
+        elif kind == "message":
+            self._inbox.on_frame(link, frame)
         elif kind == "token_expiring":
             self._on_token_expiring(frame)
         elif kind == "reconnect":
@@ -506,9 +524,13 @@ class ClientCore:
         if not task.cancelled() and task.exception() is not None:
             log.error("presence client task failed", exc_info=task.exception())
 
-    def _call(self, fn: Callable[..., Any] | None, *args: Any, report: bool = True) -> None:
+    def _call(
+        self, fn: Callable[..., Any] | None, *args: Any, report: bool = True, then: Callable[[], None] | None = None
+    ) -> None:
         """Run an application callback (plain or async); its failure is
-        logged and passed to on_error, never raised into the SDK's tasks."""
+        logged and passed to on_error, never raised into the SDK's tasks.
+        ``then`` runs once the callback has returned (an async one: completed)
+        without raising."""
         if fn is None:
             return
         try:
@@ -517,15 +539,22 @@ class ClientCore:
             self._callback_failed(fn, exc, report)
             return
         if inspect.isawaitable(result):
-            task = asyncio.ensure_future(self._await_callback(fn, result, report))
+            task = asyncio.ensure_future(self._await_callback(fn, result, report, then))
             self._callback_tasks.add(task)
             task.add_done_callback(self._task_done)
+        elif then is not None:
+            then()
 
-    async def _await_callback(self, fn: Callable[..., Any], result: Awaitable[Any], report: bool) -> None:
+    async def _await_callback(
+        self, fn: Callable[..., Any], result: Awaitable[Any], report: bool, then: Callable[[], None] | None = None
+    ) -> None:
         try:
             await result
         except Exception as exc:
             self._callback_failed(fn, exc, report)
+            return
+        if then is not None:
+            then()
 
     def _callback_failed(self, fn: Callable[..., Any], exc: Exception, report: bool) -> None:
         log.error("callback %s failed", getattr(fn, "__qualname__", fn), exc_info=exc)

@@ -29,10 +29,11 @@ if TYPE_CHECKING:
     from ._calls import CallDesk
     from ._link import Link
 
-__all__ = ["Call", "CallDirection", "CallState", "SignalCallback"]
+__all__ = ["Call", "CallDirection", "CallState", "SignalCallback", "StateCallback"]
 
 CallDirection = Literal["outgoing", "incoming"]
 SignalCallback = Callable[[dict[str, Any]], Any]  # may return an awaitable
+StateCallback = Callable[["Call"], Any]  # may return an awaitable
 
 # Received signal payloads kept for call.signals() until read; a call's
 # signaling is a handful of SDP and ICE messages, so this is only reached by
@@ -74,6 +75,7 @@ class Call:
         parent_sid: str | None = None,
         sdp: str | None = None,
         on_signal: SignalCallback | None = None,
+        on_state: StateCallback | None = None,
     ) -> None:
         self._desk = desk
         self._link = link
@@ -97,7 +99,9 @@ class Call:
         self._on_signal: SignalCallback | None = None
         self._on_warning: Callable[[CallWarning], Any] | None = None
         self._on_media: Callable[[CallMedia], Any] | None = None
+        self._on_state: StateCallback | None = None
         self.on_signal = on_signal
+        self.on_state = on_state
 
     def __repr__(self) -> str:
         ended = f" ({self._end_reason})" if self._end_reason else ""
@@ -187,6 +191,17 @@ class Call:
     def on_signal(self, fn: SignalCallback | None) -> None:
         _validate.callback("on_signal", fn)
         self._on_signal = fn
+
+    @property
+    def on_state(self) -> StateCallback | None:
+        """Called (plain or async) with the call after each change of
+        :attr:`state` (ringing, answered, completed)."""
+        return self._on_state
+
+    @on_state.setter
+    def on_state(self, fn: StateCallback | None) -> None:
+        _validate.callback("on_state", fn)
+        self._on_state = fn
 
     @property
     def on_warning(self) -> Callable[[CallWarning], Any] | None:
@@ -333,8 +348,7 @@ class Call:
         if self.ended:
             return
         if status == "ringing" and self._state is CallState.INITIATED:
-            self._state = CallState.RINGING
-            self._changed()
+            self._set_state(CallState.RINGING)
         elif status == "answered":
             self._set_answered()
         elif status == "completed":
@@ -344,20 +358,18 @@ class Call:
         if self.ended or self._answered:
             return
         self._answered = True
-        self._state = CallState.ANSWERED
-        self._changed()
+        self._set_state(CallState.ANSWERED)
 
     def _end(self, reason: str) -> None:
         if self.ended:
             return
-        self._state = CallState.COMPLETED
         self._end_reason = reason
         self._signals._end()
         for fut in list(self._requests):
             if not fut.done():
                 fut.set_exception(CallEnded())
         self._desk.forget(self)
-        self._changed()
+        self._set_state(CallState.COMPLETED)
 
     def _signal(self, payload: dict[str, Any]) -> None:
         if self.ended:
@@ -374,6 +386,11 @@ class Call:
         self._desk.callback(self._on_media, media)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _set_state(self, state: CallState) -> None:
+        self._state = state
+        self._changed()
+        self._desk.callback(self._on_state, self)
 
     def _changed(self) -> None:
         waiters, self._waiters = self._waiters, []

@@ -6,6 +6,9 @@ before it expires, and when the connection drops reconnects with jittered
 backoff, resuming the same session so subscribers see no offline/online flap,
 then re-subscribes and reports what changed while it was away.
 
+It also places and answers calls (:class:`~presence_client.calls.Call`) and
+receives in-app messages (:class:`~presence_client.models.Message`).
+
 This module is the public API; the machinery is in ``_core.py``.
 """
 
@@ -26,9 +29,10 @@ from ._link import CLOSE_TIMEOUT, LinkLost
 from ._tokens import TokenKeeper, TokenSource
 from .backoff import Backoff
 from .clock import Clock, SystemClock
+from .calls import CLIENT_CLOSED, Call, SignalCallback, StateCallback
 from .errors import NotConnectedError, PresenceError
-from .models import Disconnect, Presence, SessionInfo
-from .stream import DEFAULT_MAX_PENDING, PresenceUpdateStream
+from .models import Disconnect, Message, Presence, SessionInfo
+from .stream import DEFAULT_MAX_PENDING, ItemStream, PresenceUpdateStream
 
 __all__ = ["ClientState", "PresenceClient", "TokenSource", "UpdateCallback"]
 
@@ -61,6 +65,8 @@ class PresenceClient(ClientCore):
         on_connect: Callable[[SessionInfo], Any] | None = None,
         on_disconnect: Callable[[Disconnect], Any] | None = None,
         on_error: Callable[[Exception], Any] | None = None,
+        on_invite: Callable[[Call], Any] | None = None,
+        on_message: Callable[[Message], Any] | None = None,
         clock: Clock | None = None,
         websocket_options: Mapping[str, Any] | None = None,
     ) -> None:
@@ -83,12 +89,17 @@ class PresenceClient(ClientCore):
         self._backoff = backoff or Backoff()
         self._request_timeout = _validate.seconds("request_timeout", request_timeout)
         self._renew_before = _validate.seconds("renew_before", renew_before, positive=False)
-        for name, fn in (("on_connect", on_connect), ("on_disconnect", on_disconnect), ("on_error", on_error)):
+        for name, fn in (
+            ("on_connect", on_connect), ("on_disconnect", on_disconnect), ("on_error", on_error),
+            ("on_invite", on_invite), ("on_message", on_message),
+        ):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable")
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self.on_error = on_error
+        self.on_invite = on_invite
+        self.on_message = on_message
         if clock is not None and not isinstance(clock, Clock):
             raise TypeError("clock must have time(), monotonic() and async sleep(seconds)")
         self._clock = clock or SystemClock()
@@ -145,6 +156,11 @@ class PresenceClient(ClientCore):
     def subscriptions(self) -> tuple[str, ...]:
         return self._book.identities
 
+    @property
+    def calls(self) -> tuple[Call, ...]:
+        """The calls in progress (placed or ringing here, not ended)."""
+        return self._desk.active
+
     def presence_of(self, identity: str) -> Presence | None:
         """The last known presence of a subscribed identity (None: not subscribed
         or not known yet)."""
@@ -191,6 +207,8 @@ class PresenceClient(ClientCore):
         self._closing = True
         self._notify_state()  # waiting requests fail now rather than at their timeout
         current = asyncio.current_task()
+        # Hang up first: the other parties hear remote_hangup at once.
+        await self._desk.hang_up_all(CLIENT_CLOSED)
         link = self._link
         said_bye = False
         if link is not None and not link.ended:
@@ -339,3 +357,57 @@ class PresenceClient(ClientCore):
             self._book.streams.add(stream)
         return stream
 
+
+    # -- calls ------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        to: str,
+        params: Mapping[str, str] | None = None,
+        *,
+        on_signal: SignalCallback | None = None,
+        on_state: StateCallback | None = None,
+    ) -> Call:
+        """Place a call; returns it once the server has created it.
+
+        ``to`` is ``client:<identity>``, a bare identity, or an E.164 number;
+        the token's outgoing application (``grants.voice.outgoing.application_sid``)
+        decides what happens (its instructions are fetched with ``to`` and
+        ``params``). Follow the call with ``call.state``, ``on_state`` or
+        ``await call.wait_answered()``; signal with ``call.send_signal()``.
+        ``on_signal`` and ``on_state`` are set on the call before any frame
+        about it is read (the same as setting ``call.on_signal`` /
+        ``call.on_state`` later, without the chance of missing one).
+
+        Sent once: placing a call is not repeated on another connection. Raises
+        :class:`PresenceError` when the server refuses (e.g. 20150: the token
+        has no outgoing application), :class:`CallError` for call refusals
+        (31004 the application has no voice URL), :class:`PresenceConnectionError`
+        when the connection drops first, :class:`RequestTimeoutError`.
+        """
+        destination = _validate.destination(to)
+        custom = _validate.call_params(params)
+        _validate.callback("on_signal", on_signal)
+        _validate.callback("on_state", on_state)
+        self._require_started()
+        return await self._desk.place(destination, custom, on_signal, on_state)
+
+    def incoming_calls(self, *, max_pending: int = DEFAULT_MAX_PENDING) -> ItemStream[Call]:
+        """An async iterator of incoming calls (each a ringing :class:`Call`),
+        from the moment it is created until it or the client is closed::
+
+            async for call in client.incoming_calls():
+                await call.accept()
+
+        ``on_invite`` gets them too. A call nobody answers rings until the
+        instructions' timeout (or another device answers)."""
+        return self._desk.incoming(_validate.max_pending(max_pending))
+
+    # -- in-app messages ----------------------------------------------------------------------
+
+    def messages(self, *, max_pending: int = DEFAULT_MAX_PENDING) -> ItemStream[Message]:
+        """An async iterator of in-app messages, from the moment it is created
+        until it or the client is closed. A message is acked when the first
+        stream yields it (or ``on_message`` returns); see the README for the
+        delivery rules."""
+        return self._inbox.stream(_validate.max_pending(max_pending))

@@ -1,0 +1,124 @@
+"""A server with the signaling role wired to a real instruction server, for
+call and message tests: the same setup as tests/integration/test_signaling.py
+(answers built with the official twilio library, every instruction request's
+signature checked), usable from any test module."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+from dataclasses import dataclass
+from typing import Any, AsyncIterator
+
+import aiohttp
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+from protocol.addresses import new_sid
+from tests.helpers.instructions import InstructionServer
+from tests.helpers.servers import RunningServer, TestAccount, start_server
+
+ALICE_PHONE = "+15550100001"
+BOB_PHONE = "+15550100002"
+NUMBER = "+15550001111"
+INGRESS = ("carrier", "s3cret-carrier-password")
+
+
+@dataclass
+class SignalingEnv:
+    server: RunningServer
+    ins: InstructionServer
+    app_sid: str
+
+    @property
+    def account(self) -> TestAccount:
+        return self.server.account
+
+    def grants(self, identity: str, *, outgoing: bool = True, incoming: bool = True) -> dict[str, Any]:
+        voice: dict[str, Any] = {}
+        if incoming:
+            voice["incoming"] = {"allow": True}
+        if outgoing:
+            voice["outgoing"] = {"application_sid": self.app_sid}
+        return {"identity": identity, "presence": {"publish": True, "subscribe": True}, "voice": voice}
+
+    def token(self, identity: str, **kw: Any) -> str:
+        """A token that may register, be called and place calls through the application."""
+        return self.server.token(identity, grants=self.grants(identity))
+
+    async def rest(
+        self, method: str, path: str, data: dict[str, str] | None = None, auth: tuple[str, str] | None = None
+    ) -> tuple[int, Any]:
+        user, password = auth or (self.account.sid, self.account.auth_token)
+        headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+        async with aiohttp.ClientSession() as http:
+            async with http.request(method, self.server.http_url + path, data=data, headers=headers) as resp:
+                return resp.status, await resp.json(content_type=None)
+
+    async def message_record(self, sid: str) -> dict[str, Any]:
+        status, record = await self.rest("GET", f"/2010-04-01/Accounts/{self.account.sid}/Messages/{sid}.json")
+        assert status == 200, record
+        return record  # type: ignore[no-any-return]
+
+    async def call_record(self, sid: str) -> dict[str, Any]:
+        status, record = await self.rest("GET", f"/2010-04-01/Accounts/{self.account.sid}/Calls/{sid}.json")
+        assert status == 200, record
+        return record  # type: ignore[no-any-return]
+
+    async def inbound_sms(self, body: str = "hello", from_: str = "+15557770000") -> dict[str, Any]:
+        """A carrier hands over an SMS to the account's number (its sms_url decides)."""
+        status, record = await self.rest("POST", "/v1/Ingress/outbox/Messages", {"From": from_, "To": NUMBER, "Body": body}, auth=INGRESS)
+        assert status == 201, record
+        return record  # type: ignore[no-any-return]
+
+    async def outbox(self) -> list[dict[str, Any]]:
+        return await self.server.node.providers["outbox"].entries(100)  # type: ignore[attr-defined, no-any-return]
+
+
+def dial_client(ins: InstructionServer, identity: str, action: str | None = None, **kw: Any) -> str:
+    """A <Dial><Client>identity</Client></Dial> document."""
+    response = VoiceResponse()
+    dial = Dial(action=ins.url(action) if action else None, **kw)
+    dial.client(identity)
+    response.append(dial)
+    return str(response)
+
+
+@contextlib.asynccontextmanager
+async def signaling_env(data_dir: str) -> AsyncIterator[SignalingEnv]:
+    """An account (alice and bob, with phones) whose application's voice URL
+    and number's sms_url point at a fresh instruction server; the outbox
+    provider takes carrier ingress. Checks at the end that every instruction
+    request was signed."""
+    ins = InstructionServer(auth_token="")
+    await ins.start()
+    account = TestAccount(identities=[{"identity": "alice", "phone": ALICE_PHONE}, {"identity": "bob", "phone": BOB_PHONE}])
+    ins.auth_token = account.auth_token
+    app_sid = new_sid("AP")
+    account.extra = {
+        "applications": [{"sid": app_sid, "voice_url": ins.url("/voice"), "voice_fallback_url": ins.url("/voice-fallback")}],
+        "phone_numbers": [{"number": NUMBER, "voice_url": ins.url("/inbound"), "sms_url": ins.url("/sms")}],
+        "fallback": {"from_number": NUMBER},
+    }
+    server = await start_server(
+        [account, TestAccount()],
+        security={"allow_private_urls": True},
+        engine={"data_dir": data_dir},
+        providers=[{"name": "outbox", "kind": "outbox", "inbound_username": INGRESS[0], "inbound_password": INGRESS[1]}],
+    )
+    try:
+        yield SignalingEnv(server, ins, app_sid)
+    finally:
+        await server.node.stop()
+        await ins.stop()
+    assert ins.all_signed(), [r for r in ins.received if not r.signature_valid]
+
+
+async def eventually_async(check: Any, timeout: float = 5.0, interval: float = 0.01) -> Any:
+    """Poll an async ``check()`` until it returns something truthy; returns it."""
+    async with asyncio.timeout(timeout):
+        while True:
+            result = await check()
+            if result:
+                return result
+            await asyncio.sleep(interval)
