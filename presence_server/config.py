@@ -54,6 +54,12 @@ def _secret_check(value: str | None) -> str | None:
     return value
 
 
+def _url_check(value: str | None) -> str | None:
+    if value is not None and not (value.startswith("http://") or value.startswith("https://")):
+        raise ValueError("must be an http:// or https:// URL")
+    return value
+
+
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -61,6 +67,19 @@ class ServerConfig(_Section):
     # its carrier where to post delivery reports). Default: http://host:port.
     public_url: str | None = None
     shutdown_grace: float = Field(2.0, ge=0, le=300)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return _url_check(value.rstrip("/") if value else value)
+
+    def base_url(self) -> str:
+        """This server's URL as others reach it: public_url, else from host and port
+        (a wildcard host is reached on loopback)."""
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
+        return f"http://{host}:{self.port}"
 
 
 class EngineConfig(_Section):
@@ -159,12 +178,6 @@ class IdentityConfig(_Section):
 
 
 HttpMethod = Literal["GET", "POST"]
-
-
-def _url_check(value: str | None) -> str | None:
-    if value is not None and not (value.startswith("http://") or value.startswith("https://")):
-        raise ValueError("must be an http:// or https:// URL")
-    return value
 
 
 class ApplicationConfig(_Section):

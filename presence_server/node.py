@@ -58,7 +58,7 @@ class Node:
                 p,
                 data_dir=config.engine.data_dir,
                 clock=self.clock,
-                public_url=config.server.public_url or f"http://{config.server.host}:{config.server.port}",
+                public_url=config.server.base_url(),
             )
             for p in default_provider_configs(config.providers)
         }

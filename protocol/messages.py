@@ -498,7 +498,7 @@ class Cancel(ServerFrame):
 
     TYPE: ClassVar[str] = "cancel"
     call: str = ""
-    reason: str = ""  # answered_elsewhere | caller_hangup | timeout | rejected_elsewhere
+    reason: str = ""  # answered_elsewhere | caller_hangup | timeout
 
 
 @dataclass(frozen=True)
@@ -522,7 +522,7 @@ class SignalRelay(ServerFrame):
 class HangupNotice(ServerFrame):
     TYPE: ClassVar[str] = "hangup"
     call: str = ""
-    reason: str = ""  # remote_hangup | connection_lost | instructions_ended | failed
+    reason: str = ""  # remote_hangup | connection_lost | time_limit
 
 
 @dataclass(frozen=True)

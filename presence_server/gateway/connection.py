@@ -150,7 +150,7 @@ class Connection:
         )
         # Claim before the store write: a local connection that held the
         # resumed session must not mark it lingering while we write.
-        gw.claim(session.session_id)
+        gw.claim(session.session_id, self)
         await gw.presence.connect(session)
         self.token = token
         self.key = SessionKey(account, identity, session.session_id)

@@ -107,12 +107,15 @@ class Gateway:
 
     # -- the session table ------------------------------------------------------------
 
-    def claim(self, session_id: str) -> None:
+    def claim(self, session_id: str, new: Connection) -> None:
         """A connection is resuming this session. The local connection that still
         holds it (a half-open socket, say) is told and closed, and leaves the
-        session's presence alone when it ends."""
+        session's presence alone when it ends; the calls and messages it knew
+        of are the new connection's now."""
         old = self.sessions.pop(session_id, None)
         if old is not None:
+            new.call_owners.update(old.call_owners)
+            new.message_owners.update(old.message_owners)
             old.replaced = True
             old.send_frame(Error.of(RemoteProtocolError(ErrorCode.SESSION_REPLACED)))
             old.session.closed()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from protocol.addresses import is_sid
+from protocol.addresses import is_e164, is_sid
 from protocol.errors import ErrorCode
 from protocol.messages import destination_problem
 
 from ..accounts import Webhook
-from . import forms
+from . import forms, paging
 from .app_keys import ACCOUNTS, CALLS, NODE
 from .auth import account_in_path
 from .errors import ApiError
@@ -50,7 +50,8 @@ async def create(request: web.Request) -> web.Response:
         raise forms.bad("StatusCallbackEvent", f"must be among {', '.join(CALL_EVENTS)}")
     record = await _signaling(request).rest_call(
         account,
-        to=to if not to.lower().startswith("client:") else "client:" + to[7:],
+        # A bare identity is a client address, as in <Dial><Client>.
+        to=to if is_e164(to) else "client:" + (to[7:] if to.lower().startswith("client:") else to),
         from_=sender,
         webhook=webhook,
         timeout=forms.integer(form, "Timeout", default=60, low=1, high=600),
@@ -72,19 +73,19 @@ async def get_one(request: web.Request) -> web.Response:
 
 async def get_list(request: web.Request) -> web.Response:
     account = account_in_path(request, request.app[ACCOUNTS])
-    query = request.query
-    page_number, size = forms.page(query)
+    found = paging.filters(request, ("To", "From", "Status", "ParentCallSid"))
+    page = paging.Page.of(request, found)
     records = await request.app[CALLS].list(
         account.sid,
-        status=forms.text(query, "Status", max_len=16),
-        to=forms.text(query, "To", max_len=128),
-        from_=forms.text(query, "From", max_len=128),
-        parent_call_sid=forms.text(query, "ParentCallSid", max_len=34),
-        limit=size + 1,
-        offset=page_number * size,
+        status=found.get("Status"),
+        to=found.get("To"),
+        from_=found.get("From"),
+        parent_call_sid=found.get("ParentCallSid"),
+        limit=page.size + 1,
+        offset=page.offset,
     )
-    base = f"/2010-04-01/Accounts/{account.sid}/Calls.json"
-    return web.json_response(forms.list_envelope("calls", [r.to_api() for r in records[:size]], base, page_number, size, len(records) > size))
+    items = [r.to_api() for r in records[: page.size]]
+    return web.json_response(page.envelope("calls", items, request.path, len(records) > page.size))
 
 
 def add_routes(app: web.Application) -> None:

@@ -54,28 +54,3 @@ def integer(form: MultiDictProxy[Any], name: str, *, default: int, low: int, hig
     if not low <= number <= high:
         raise bad(name, f"must be from {low} to {high}")
     return number
-
-
-def page(query: MultiDictProxy[str]) -> tuple[int, int]:
-    """(page, page size) of a list request."""
-    size = integer(query, "PageSize", default=50, low=1, high=1000)
-    number = integer(query, "Page", default=0, low=0, high=1_000_000)
-    return number, size
-
-
-def list_envelope(key: str, items: list[dict[str, Any]], base: str, page_number: int, size: int, has_more: bool) -> dict[str, Any]:
-    """The list envelope Twilio-compatible clients page with."""
-    def uri(n: int) -> str:
-        return f"{base}?PageSize={size}&Page={n}"
-
-    return {
-        key: items,
-        "page": page_number,
-        "page_size": size,
-        "start": page_number * size,
-        "end": page_number * size + max(len(items) - 1, 0),
-        "uri": uri(page_number),
-        "first_page_uri": uri(0),
-        "next_page_uri": uri(page_number + 1) if has_more else None,
-        "previous_page_uri": uri(page_number - 1) if page_number > 0 else None,
-    }

@@ -8,21 +8,13 @@ from aiohttp import web
 from protocol.addresses import is_e164
 from protocol.errors import ErrorCode
 
-from ..carriers.base import authenticate_ingress
 from . import forms
-from .app_keys import ACCOUNTS, NODE, PROVIDERS
+from .app_keys import ACCOUNTS
+from .ingress_carrier import ingress_provider
 from .calls import _signaling
 from .errors import ApiError
 
 MAX_MEDIA = 10
-
-
-def _provider(request: web.Request):  # type: ignore[no-untyped-def]
-    provider = request.app[PROVIDERS].get(request.match_info["provider"])
-    if provider is None:
-        raise ApiError(ErrorCode.PROVIDER_UNKNOWN)
-    authenticate_ingress(request, provider)
-    return provider
 
 
 async def _addresses(request: web.Request):  # type: ignore[no-untyped-def]
@@ -39,7 +31,7 @@ async def _addresses(request: web.Request):  # type: ignore[no-untyped-def]
 
 
 async def voice(request: web.Request) -> web.Response:
-    _provider(request)
+    ingress_provider(request)
     form, sender, to, account = await _addresses(request)
     if account.voice_webhook(to) is None:
         raise ApiError(ErrorCode.NUMBER_HAS_NO_URL, f"{to} has no voice_url")
@@ -49,7 +41,7 @@ async def voice(request: web.Request) -> web.Response:
 
 
 async def messages(request: web.Request) -> web.Response:
-    _provider(request)
+    ingress_provider(request)
     form, sender, to, account = await _addresses(request)
     body = forms.text(form, "Body", max_len=1600) or ""
     media = tuple(url for i in range(MAX_MEDIA + 1) if (url := forms.url(form, f"MediaUrl{i}")) is not None)

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from protocol.errors import ErrorCode
 
-from ..carriers.base import DELIVERY_STATUSES, UNKNOWN_ERROR, DeliveryReport, authenticate_ingress
+from ..carriers.base import DELIVERY_STATUSES, UNKNOWN_ERROR, DeliveryReport, Provider, authenticate_ingress
 from .app_keys import MESSAGES, NODE, PROVIDERS
 from .errors import ApiError
 
@@ -85,12 +85,18 @@ def parse_report(provider: str, data: Mapping[str, Any]) -> DeliveryReport:
     )
 
 
-async def status_report(request: web.Request) -> web.Response:
+def ingress_provider(request: web.Request) -> Provider:
+    """The provider named in an ingress path, once its credentials check out."""
     name = request.match_info["provider"]
     provider = request.app[PROVIDERS].get(name)
     if provider is None:
-        raise ApiError(ErrorCode.NOT_FOUND, f"no carrier provider named {name[:40]!r}")
+        raise ApiError(ErrorCode.PROVIDER_UNKNOWN, f"no carrier provider named {name[:40]!r}")
     authenticate_ingress(request, provider)
+    return provider
+
+
+async def status_report(request: web.Request) -> web.Response:
+    provider = ingress_provider(request)
     report = parse_report(provider.name, await _fields(request))
     store = request.app[MESSAGES]
     record = await store.find_by_provider_id(provider.name, report.provider_message_id)

@@ -111,6 +111,11 @@ class Delivery:
             else:
                 reason = "absent"
             phone = account.phones.get(identity)
+            if account.fallback.mode == "none":
+                return await self._update(
+                    record, status="undelivered", fallback_reason=reason, error_code=ERR_UNREACHABLE,
+                    error_message=f"client {identity} is {reason.replace('-', ' ')} and the account's fallback policy is 'none'",
+                )
             if phone is None:
                 return await self._update(
                     record, status="failed", fallback_reason=reason, error_code=ERR_UNREACHABLE,

@@ -68,6 +68,8 @@ class Executor:
             for verb in fetched.instructions.verbs:
                 if isinstance(run, CallRun) and run.caller_gone:
                     return "caller-hangup"
+                if isinstance(run, CallRun) and not isinstance(verb, (Reject, Redirect)):
+                    await run.answer()
                 handler = HANDLERS.get(type(verb))
                 if handler is None:
                     outcome = await self._media(run, verb)
@@ -137,6 +139,8 @@ async def _pause(ex: Executor, run: Run, verb: Pause, base: str) -> Outcome:
             return None
         if ev.session_id == run.caller.session_id and ev.event == "hangup":
             run.caller_gone = True
+            if ev.request_id is not None:
+                await svc.deliver(ev.node_id, ev.session_id, m.Ok(id=ev.request_id))
             return STOP
         await svc.refuse_stray(ev, answered_elsewhere=False)
 

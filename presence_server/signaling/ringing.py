@@ -78,6 +78,11 @@ class Ringer:
             svc.leg_status_callback(self.run, target, updated)
         return updated
 
+    async def _ok(self, ev: LegEvent) -> None:
+        """Answer a request that carried an id (accept always gets its answer)."""
+        if ev.request_id is not None or ev.event == "accept":
+            await self.service.deliver(ev.node_id, ev.session_id, m.Ok(id=ev.request_id))
+
     async def ring(self, targets: list[RingTarget], timeout: float) -> RingOutcome:
         svc, run = self.service, self.run
         if not targets:
@@ -97,15 +102,16 @@ class Ringer:
                     m.Invite(
                         call=target.child.sid,
                         parent_call=run.sid,
-                        caller=run.record.from_,
+                        caller=target.child.from_,  # the Dial's callerId, else the caller
                         to=target.child.to,
                         params=target.params,
                         sdp=run.sdp,
                     ),
                 )
+        for target in targets:
+            if not target.sessions:  # nobody to ring for this one: it ends now, not at the timeout
+                target.child = await self._child_event(target.child, CallEvent.TIMEOUT)
         if not pending:
-            for target in targets:
-                await self._child_event(target.child, CallEvent.TIMEOUT)
             return RingOutcome(CallStatus.NO_ANSWER, "absent")
 
         answered: set[str] = set()
@@ -129,6 +135,7 @@ class Ringer:
             if ev.session_id == run.caller.session_id:
                 if ev.event == "hangup":
                     run.caller_gone = True
+                    await self._ok(ev)
                     await cancel_all("caller_hangup", CallEvent.CANCEL)
                     return RingOutcome(CallStatus.CANCELED, "caller-hangup")
                 await svc.refuse(ev, ErrorCode.CALL_STATE_INVALID, "the call is not answered yet")
@@ -138,6 +145,7 @@ class Ringer:
                 await svc.refuse_stray(ev, answered_elsewhere=bool(answered))
                 continue
             if ev.event == "ringing":
+                await self._ok(ev)
                 target.child = await self._child_event(target.child, CallEvent.RING)
                 if not told_ringing:
                     told_ringing = True
@@ -147,14 +155,15 @@ class Ringer:
                 answered.add(ev.session_id)
                 callee = Leg(target.child.to, ev.session_id, ev.node_id, media=False)
                 target.child = await self._child_event(target.child, CallEvent.ANSWER, answered_by_session=ev.session_id)
-                await svc.deliver(ev.node_id, ev.session_id, m.Ok(id=ev.request_id))
+                await self._ok(ev)
                 await cancel_all("answered_elsewhere", CallEvent.CANCEL, keep=ev.session_id)
                 return RingOutcome(CallStatus.IN_PROGRESS, "answered", target.child, callee)
             elif ev.event in ("reject", "hangup", "undeliverable"):
                 del pending[ev.session_id]
                 if ev.event == "reject":
                     rejected_reasons.append(ev.reason or "rejected")
-                    await svc.deliver(ev.node_id, ev.session_id, m.Ok(id=ev.request_id))
+                if ev.event != "undeliverable":
+                    await self._ok(ev)
                 if not any(t is target for t in pending.values()):
                     end = CallEvent.REJECT if ev.event == "reject" else CallEvent.TIMEOUT
                     target.child = await self._child_event(target.child, end)
@@ -189,8 +198,7 @@ class Ringer:
                     await svc.tell_caller(run, m.SignalRelay(call=run.sid, payload=ev.payload or {}))
                 else:
                     log.info("signal for a carrier leg dropped", call_sid=run.sid)
-                if ev.request_id is not None:
-                    await svc.deliver(ev.node_id, ev.session_id, m.Ok(id=ev.request_id))
+                await self._ok(ev)
             elif ev.event in ("hangup", "undeliverable"):
                 reason = "connection_lost" if ev.reason == "connection_lost" or ev.event == "undeliverable" else "remote_hangup"
                 if from_caller:
@@ -198,8 +206,8 @@ class Ringer:
                     await svc.deliver(callee.node_id or "", callee.session_id or "", m.HangupNotice(call=child.sid, reason=reason))
                 else:
                     await svc.tell_caller(run, m.HangupNotice(call=run.sid, reason=reason))
-                if ev.request_id is not None and ev.event == "hangup":
-                    await svc.deliver(ev.node_id, ev.session_id, m.Ok(id=ev.request_id))
+                if ev.event == "hangup":
+                    await self._ok(ev)
                 return await self._child_event(child, CallEvent.HANGUP)
             else:
                 await svc.refuse(ev, ErrorCode.CALL_STATE_INVALID, f"'{ev.event}' does not apply to an answered call")

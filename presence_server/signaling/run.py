@@ -91,10 +91,19 @@ class CallRun:
         self.service.status_callback(self, status)
         return True
 
+    async def answer(self) -> None:
+        """The call is answered by the first verb that needs it (not by the
+        fetch of its instructions), so a <Reject> first leaves it unanswered."""
+        if self.record.status in ("initiated", "ringing"):
+            await self.move(CallEvent.ANSWER)
+
     def instruction_params(self) -> dict[str, str]:
         """The well-known parameters of every instruction request for this call."""
         rec = self.record
+        # Custom parameters first: the standard ones must win, or a client could
+        # claim another From (or CallSid, AccountSid) in its own call's request.
         return {
+            **self.params,
             "CallSid": rec.sid,
             "AccountSid": rec.account_sid,
             "From": rec.from_,
@@ -103,5 +112,4 @@ class CallRun:
             "Direction": rec.direction,
             "ApiVersion": "2010-04-01",
             **({"ParentCallSid": rec.parent_call_sid} if rec.parent_call_sid else {}),
-            **self.params,
         }

@@ -246,11 +246,13 @@ class SignalingService:
         self.route(run.sid, run)
         try:
             await run.move(CallEvent.START)
+            # An inbound call rings while its instructions are fetched (its first
+            # request says CallStatus=ringing); the first verb that needs an
+            # answered call answers it, so a leading <Reject> leaves it busy.
+            await run.move(CallEvent.RING)
             fetched = await self.fetch(run, webhook.url, webhook.method, webhook.fallback_url, webhook.fallback_method, {})
             reason = "failed"
             if fetched is not None:
-                if run.record.status in ("initiated", "ringing"):
-                    await run.move(CallEvent.ANSWER)
                 reason = await self.executor.execute(run, fetched)
             await self._finish(run, reason)
         except Exception:
@@ -262,10 +264,12 @@ class SignalingService:
                 del self._routes[sid]
 
     async def _finish(self, run: CallRun, reason: str) -> None:
-        if run.end_reason is not None and run.record.status in ("initiated", "ringing", "in-progress"):
-            # <Reject> before anything answered: busy, as the caller hears it.
-            await run.move(CallEvent.REJECT) or await run.move(CallEvent.HANGUP)
+        if run.end_reason is not None and run.record.status in ("initiated", "ringing"):
+            await run.move(CallEvent.REJECT)  # <Reject> before anything answered: busy
             reason = run.end_reason
+        elif run.record.status in ("initiated", "ringing"):
+            await run.move(CallEvent.ANSWER)  # a document of only Redirects and Reject-free flow
+            await run.move(CallEvent.HANGUP)
         elif run.record.status == "in-progress":
             await run.move(CallEvent.HANGUP)
         if run.record.status == "failed" or run.record.error_code is not None:
@@ -311,7 +315,10 @@ class SignalingService:
         webhook = account.voice_webhook(to)
         assert webhook is not None, "the route checks the number has a voice URL"
         record = await self._new_call(account, from_, to, "inbound")
-        run = CallRun(self, record, account, Leg(from_), sdp=sdp)
+        number = account.numbers[to]
+        app = account.applications.get(number.application_sid or "")
+        callback = number.status_callback or (app.status_callback if app else None)
+        run = CallRun(self, record, account, Leg(from_), sdp=sdp, status_callback=callback)
         self.spawn(self._run_call(run, webhook))
         return record
 

@@ -470,7 +470,7 @@ async def test_a_provider_without_inbound_credentials_takes_no_reports(carrier_s
 async def test_report_for_unknown_provider_or_id_is_404(carrier_server: RunningServer) -> None:
     await stored(carrier_server)
     status, body = await report(carrier_server, "nobody", json_body={"id": "carrier-1", "status": "delivered"})
-    assert status == 404 and body["code"] == 20404
+    assert status == 404 and body["code"] == 40012  # the same code as the Voice and Messages ingress give
     status, body = await report(carrier_server, json_body={"id": "carrier-404", "status": "delivered"})
     assert status == 404 and body["code"] == 20404
 

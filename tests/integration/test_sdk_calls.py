@@ -222,6 +222,23 @@ async def test_nobody_answers_in_time(env: SignalingEnv, make_client: Any) -> No
     assert await call.wait_ended(timeout=5) == "instructions-ended"
 
 
+async def test_time_limit_ends_the_call(env: SignalingEnv, make_client: Any) -> None:
+    env.ins.on("/voice", '<Response><Dial timeLimit="5"><Client>bob</Client></Dial></Response>')
+    bob = await connected(make_client, "bob")
+    incoming = bob.incoming_calls()
+    alice = await connected(make_client, "alice")
+    call = await alice.call("client:bob")
+    bob_call = await incoming.get(timeout=5)
+    await bob_call.accept()
+    await call.wait_answered(timeout=5)
+    await asyncio.sleep(0.02)  # the bridge's deadline is set from the clock as it starts
+    await env.server.advance(6)
+    assert await bob_call.wait_ended(timeout=5) == "time_limit"
+    # The caller hears of it when its instructions end (the server does not
+    # send the caller a hangup for the time limit).
+    assert await call.wait_ended(timeout=5) in ("time_limit", "instructions-ended")
+
+
 async def test_callee_connection_dropped_mid_call(env: SignalingEnv, make_client: Any) -> None:
     env.ins.on("/voice", dial_client(env.ins, "bob"))
     bob = await connected(make_client, "bob")

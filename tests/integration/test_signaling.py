@@ -533,3 +533,53 @@ async def test_media_become_links_when_no_provider_carries_mms(tmp_path: Any) ->
     finally:
         await server.node.stop()
         await ins.stop()
+
+
+async def test_client_params_cannot_override_the_standard_ones(env: Env) -> None:
+    env.ins.on("/voice", "<Response><Hangup/></Response>")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob", "params": {"From": "client:mallory", "AccountSid": "AC" + "0" * 32, "mood": "ok"}})
+    call_sid = (await alice.recv_type("call_created"))["call"]
+    (req,) = await env.ins.wait_for("/voice")
+    assert req.params["From"] == "client:alice" and req.params["AccountSid"] == env.account.sid and req.params["CallSid"] == call_sid
+    assert req.params["mood"] == "ok" and req.params["CallStatus"] == "ringing"
+
+
+async def test_reject_first_leaves_the_call_busy(env: Env) -> None:
+    env.ins.on("/voice", '<Response><Reject reason="busy"/></Response>')
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    call_sid = (await alice.recv_type("call_created"))["call"]
+    done = await alice.recv_type("call_progress")
+    assert done["status"] == "completed" and done["reason"] == "busy"
+    _, record = await env.rest("GET", f"/2010-04-01/Accounts/{env.account.sid}/Calls/{call_sid}.json")
+    assert record["status"] == "busy"
+
+
+async def test_caller_id_reaches_the_callee_and_absent_legs_end_at_once(env: Env) -> None:
+    env.ins.on("/voice", f'<Response><Dial callerId="{NUMBER}"><Client>bob</Client><Client>carol</Client></Dial></Response>')
+    bob = await env.client("bob")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    call_sid = (await alice.recv_type("call_created"))["call"]
+    invite = await bob.recv_type("invite")
+    assert invite["from"] == NUMBER
+    status, page = await env.rest("GET", f"/2010-04-01/Accounts/{env.account.sid}/Calls.json?ParentCallSid={call_sid}&To=client:carol")
+    (carol_leg,) = page["calls"]
+    assert carol_leg["status"] == "no-answer"  # nobody to ring: over now, not at the timeout
+    await bob.send({"type": "reject", "call": invite["call"]})
+
+
+async def test_a_resumed_session_keeps_its_calls(env: Env) -> None:
+    env.ins.on("/voice", dial_client(env.ins, "bob"))
+    bob = await env.client("bob")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    invite = await bob.recv_type("invite")
+    (conn,) = [c for c in env.server.node.gateway.sessions.values() if c.key and c.key.identity == "bob"]
+    again = await RawClient.open(env.server.ws_url)
+    resumed = await again.register(env.token("bob"), resume=conn.key.session_id, capabilities=["voice"])
+    assert resumed["resumed"] is True
+    await again.send({"type": "accept", "call": invite["call"], "id": "a"})
+    assert (await again.recv_type("ok"))["id"] == "a"
+    assert (await alice.recv_type("call_progress"))["status"] == "answered"

@@ -37,7 +37,7 @@ from . import _policy
 from ._book import SubscriptionBook
 from ._calls import SERVER_CALL_FRAMES, CallDesk
 from ._inbox import Inbox
-from .calls import Call
+from .calls import CONNECTION_LOST, Call
 from ._link import MAX_INCOMING_FRAME, Link, LinkLost, open_link
 from ._tokens import TokenKeeper
 from .backoff import Backoff
@@ -416,7 +416,7 @@ class ClientCore:
         if error is not None and self._close_error is None:
             self._close_error = error
         self._book.end_streams()
-        self._desk.end_all("connection_lost")  # normally ended already, with their connection
+        self._desk.end_all(CONNECTION_LOST)  # normally ended already, with their connection
         self._desk.end_streams()
         self._inbox.end_streams()
         self._set_state(ClientState.CLOSED)

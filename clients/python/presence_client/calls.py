@@ -305,7 +305,12 @@ class Call:
         finally:
             self._accepting = False
             self._changed()
-        self._set_answered()
+        if self.ended:
+            # Answered, then ended (the caller hung up at once) before this
+            # task resumed: it was answered all the same.
+            self._answered = True
+        else:
+            self._set_answered()
 
     async def reject(self, busy: bool = False) -> None:
         """Decline an incoming call that rings (``busy=True``: say busy rather
