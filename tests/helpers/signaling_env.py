@@ -42,7 +42,7 @@ class SignalingEnv:
             voice["outgoing"] = {"application_sid": self.app_sid}
         return {"identity": identity, "presence": {"publish": True, "subscribe": True}, "voice": voice}
 
-    def token(self, identity: str, **kw: Any) -> str:
+    def token(self, identity: str) -> str:
         """A token that may register, be called and place calls through the application."""
         return self.server.token(identity, grants=self.grants(identity))
 
