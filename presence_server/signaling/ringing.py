@@ -183,8 +183,9 @@ class Ringer:
         caller_sid = run.caller.session_id
         while True:
             ev = await svc.next_event(run, deadline)
-            if ev is None:
+            if ev is None:  # the Dial's timeLimit: both parties are told
                 await svc.deliver(callee.node_id or "", callee.session_id or "", m.HangupNotice(call=child.sid, reason="time_limit"))
+                await svc.tell_caller(run, m.HangupNotice(call=run.sid, reason="time_limit"))
                 return await self._child_event(child, CallEvent.HANGUP)
             from_caller = ev.session_id == caller_sid and ev.call_sid == run.sid
             from_callee = ev.session_id == callee.session_id and ev.call_sid == child.sid

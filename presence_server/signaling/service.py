@@ -260,8 +260,17 @@ class SignalingService:
             await run.move(CallEvent.FAIL)
             await self.tell_caller(run, m.CallProgress(call=run.sid, status="completed", reason="failed"))
         finally:
-            for sid in [s for s, r in self._routes.items() if r is run]:
-                del self._routes[sid]
+            await self._end_run(run)
+
+    async def _end_run(self, run: CallRun) -> None:
+        """The call is over: forget its routes, and answer whatever request about
+        it was still queued (an accept that raced the end, say)."""
+        for sid in [s for s, r in self._routes.items() if r is run]:
+            del self._routes[sid]
+        while not run.events.empty():
+            ev = run.events.get_nowait()
+            if ev.request_id is not None or ev.event in ("accept", "signal"):
+                await self.refuse(ev, ErrorCode.CALL_NOT_FOUND, "the call has ended")
 
     async def _finish(self, run: CallRun, reason: str) -> None:
         if run.end_reason is not None and run.record.status in ("initiated", "ringing"):
@@ -374,8 +383,7 @@ class SignalingService:
             reason = "failed" if fetched is None else await self.executor.execute(run, fetched)
             await self._finish(run, reason)
         finally:
-            for sid in [s for s, r in self._routes.items() if r is run]:
-                del self._routes[sid]
+            await self._end_run(run)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -4,13 +4,14 @@ X-Twilio-Signature with the official twilio RequestValidator."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from dataclasses import dataclass, field
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 
-Answer = Union[str, Callable[[dict[str, str]], "str | web.StreamResponse"]]
+Answer = Union[str, Callable[[dict[str, str]], Any]]  # text, or a function giving text or a response (or awaitable)
 
 
 @dataclass
@@ -51,6 +52,8 @@ class InstructionServer:
         if answer is None:
             return web.Response(status=404, text="no such path")
         result = answer(got.params) if callable(answer) else answer
+        if inspect.isawaitable(result):
+            result = await result
         if isinstance(result, web.StreamResponse):
             return result
         return web.Response(text=str(result), content_type="application/xml")

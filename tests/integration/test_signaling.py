@@ -583,3 +583,41 @@ async def test_a_resumed_session_keeps_its_calls(env: Env) -> None:
     await again.send({"type": "accept", "call": invite["call"], "id": "a"})
     assert (await again.recv_type("ok"))["id"] == "a"
     assert (await alice.recv_type("call_progress"))["status"] == "answered"
+
+
+async def test_time_limit_hangs_up_both_parties(env: Env) -> None:
+    env.ins.on("/voice", '<Response><Dial timeLimit="60"><Client>bob</Client></Dial></Response>')
+    bob = await env.client("bob")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    invite = await bob.recv_type("invite")
+    await bob.send({"type": "accept", "call": invite["call"]})
+    assert (await alice.recv_type("call_progress"))["status"] == "answered"
+    await env.server.advance(61)
+    assert (await bob.recv_type("hangup"))["reason"] == "time_limit"
+    assert (await alice.recv_type("hangup"))["reason"] == "time_limit"
+
+
+async def test_a_request_that_races_the_end_of_a_call_is_answered(env: Env) -> None:
+    from aiohttp import web
+
+    gate = asyncio.Event()
+
+    async def slow_action(params: dict[str, str]) -> web.Response:
+        await gate.wait()  # the call is busy fetching this while bob's accept arrives
+        return web.Response(text="<Response/>", content_type="application/xml")
+
+    env.ins.on("/after", slow_action)
+    env.ins.on("/voice", dial_client(env.ins, "bob", action="/after"))
+    bob = await env.client("bob")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    invite = await bob.recv_type("invite")
+    await alice.send({"type": "hangup", "call": invite["parent_call"]})
+    assert (await bob.recv_type("cancel"))["reason"] == "caller_hangup"
+    await env.ins.wait_for("/after")
+    await bob.send({"type": "accept", "call": invite["call"], "id": "late"})
+    await settle()
+    gate.set()
+    err = await bob.recv_type("error")
+    assert err["id"] == "late" and err["code"] == ErrorCode.CALL_NOT_FOUND.code
