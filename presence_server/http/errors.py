@@ -12,6 +12,7 @@ from aiohttp import web
 from protocol.errors import ErrorCode, RemoteProtocolError
 
 from ..engines.ports import EngineUnavailable
+from ..signaling.capacity import CallLimitReached
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +47,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.error, exc.message)
     except EngineUnavailable:
         return error_response(ErrorCode.ENGINE_UNAVAILABLE, headers={"Retry-After": "1"})
+    except CallLimitReached:
+        return error_response(ErrorCode.CALL_LIMIT, headers={"Retry-After": "1"})
     except web.HTTPNotFound:
         return error_response(ErrorCode.NOT_FOUND)
     except web.HTTPMethodNotAllowed as exc:

@@ -33,6 +33,7 @@ from ..engines.ports import MessageRecord, MessageStore
 from ..mailbox import Mailbox
 from ..presence.service import PresenceService
 from ..webhooks import WebhookSender
+from .capacity import CallLimitReached
 from .delivery import Delivery
 from .executor import STOP, Executor
 from .fetcher import FetchError, FetchedInstructions, InstructionFetcher
@@ -112,6 +113,7 @@ class SignalingService:
         self.delivery = Delivery(self)
         self.executor = Executor(self)
         self._routes: dict[str, CallRun] = {}  # call or child call sid -> its run
+        self._active: set[str] = set()  # calls in progress on this node (for the limit)
         self._tasks: set[asyncio.Task[Any]] = set()
         mailbox.on("place_call", self._on_place_call)
         mailbox.on("call_event", self._on_call_event)
@@ -131,6 +133,8 @@ class SignalingService:
 
     def route(self, call_sid: str, run: CallRun) -> None:
         self._routes[call_sid] = run
+        if run.sid == call_sid:
+            self._active.add(call_sid)
 
     async def next_event(self, run: CallRun, deadline: float) -> LegEvent | None:
         sleep = asyncio.ensure_future(self.clock.sleep(max(0.0, deadline - self.clock.time())))
@@ -235,7 +239,16 @@ class SignalingService:
 
     # -- entry points ------------------------------------------------------------------------------
 
+    @property
+    def active_calls(self) -> int:
+        return len(self._active)
+
+    def _check_capacity(self) -> None:
+        if len(self._active) >= self.config.signaling.max_concurrent_calls:
+            raise CallLimitReached()
+
     async def _new_call(self, account: Account, from_: str, to: str, direction: str, **kw: Any) -> CallRecord:
+        self._check_capacity()
         now = self.clock.time()
         record = CallRecord(sid=new_sid("CA"), account_sid=account.sid, from_=from_, to=to, direction=direction, date_created=now, date_updated=now, **kw)
         await self.calls.create(record)
@@ -267,6 +280,7 @@ class SignalingService:
         it was still queued (an accept that raced the end, say)."""
         for sid in [s for s, r in self._routes.items() if r is run]:
             del self._routes[sid]
+        self._active.discard(run.sid)
         while not run.events.empty():
             ev = run.events.get_nowait()
             if ev.request_id is not None or ev.event in ("accept", "signal"):
@@ -299,7 +313,13 @@ class SignalingService:
                 message="the token's outgoing application does not exist or has no voice_url",
             ))
             return
-        record = await self._new_call(account, caller.address, msg["to"], "inbound")
+        try:
+            record = await self._new_call(account, caller.address, msg["to"], "inbound")
+        except CallLimitReached:
+            await self.deliver(caller.node_id or "", caller.session_id or "", m.Error(
+                code=ErrorCode.CALL_LIMIT.code, message=ErrorCode.CALL_LIMIT.message, id=msg.get("request_id"),
+            ))
+            return
         app = account.applications[msg["application_sid"]]
         run = CallRun(self, record, account, caller, params=dict(msg.get("params") or {}), status_callback=app.status_callback, status_callback_method=app.status_callback_method)
         await self.deliver(caller.node_id or "", caller.session_id or "", m.CallCreated(id=msg.get("request_id"), call=record.sid))

@@ -621,3 +621,30 @@ async def test_a_request_that_races_the_end_of_a_call_is_answered(env: Env) -> N
     gate.set()
     err = await bob.recv_type("error")
     assert err["id"] == "late" and err["code"] == ErrorCode.CALL_NOT_FOUND.code
+
+
+async def test_concurrent_call_limit(tmp_path: Any) -> None:
+    ins = InstructionServer(auth_token="")
+    await ins.start()
+    app_sid = new_sid("AP")
+    account = TestAccount(extra={"applications": [{"sid": app_sid, "voice_url": ins.url("/voice")}]})
+    ins.auth_token = account.auth_token
+    ins.on("/voice", "<Response><Pause length='30'/></Response>")
+    server = await start_server([account], security={"allow_private_urls": True}, engine={"data_dir": str(tmp_path)}, signaling={"max_concurrent_calls": 1})
+    try:
+        env = Env(server, ins, app_sid)
+        alice = await env.client("alice")
+        await alice.send({"type": "call", "to": "client:bob", "id": 1})
+        assert (await alice.recv_type("call_created"))["id"] == 1
+        await alice.send({"type": "call", "to": "client:bob", "id": 2})
+        err = await alice.recv_type("error")
+        assert err["id"] == 2 and err["code"] == ErrorCode.CALL_LIMIT.code
+        status, body = await env.rest("POST", f"/2010-04-01/Accounts/{account.sid}/Calls.json", {"To": "client:bob", "From": "+15550001111", "Url": ins.url("/voice")})
+        assert status == 429 and body["code"] == ErrorCode.CALL_LIMIT.code
+        await server.advance(31)
+        await alice.recv_type("call_progress")
+        await alice.send({"type": "call", "to": "client:bob", "id": 3})
+        assert (await alice.recv_type("call_created"))["id"] == 3
+    finally:
+        await server.node.stop()
+        await ins.stop()
