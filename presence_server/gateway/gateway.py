@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable
 
 import structlog
 from aiohttp import web
@@ -26,6 +26,7 @@ from ..clock import Clock
 from ..config import Config
 from ..engines.ports import SessionKey
 from ..mailbox import Mailbox
+from ..tasks import TaskSet
 from ..presence.service import PresenceService
 from ..presence.subscriptions import SubscriptionHub
 from .connection import Connection
@@ -75,7 +76,7 @@ class Gateway:
         self._deadlines: list[tuple[float, int, Connection]] = []
         self._seq = itertools.count()
         self.accepting = True
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskSet("gateway")
 
     def new_session_id(self) -> str:
         return new_sid("SE")
@@ -138,22 +139,12 @@ class Gateway:
             if frame.get("type") == "invite":
                 # Gone from here (dropped, or resumed on another node): say so,
                 # so the ringing call does not wait for it until its timeout.
-                self._spawn(
+                self._tasks.spawn(
                     self.mailbox.send(msg["from_node"], "call_event", event="undeliverable", call=frame["call"], session=msg["session"])
                 )
             return
         conn.learn_owner(frame, msg["from_node"])
         conn.send_wire(frame)
-
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("gateway notice failed", exc_info=task.exception())
 
     def local_keys(self) -> list[SessionKey]:
         return [c.key for c in self.sessions.values() if c.key is not None]
@@ -210,3 +201,4 @@ class Gateway:
         deadline = asyncio.get_running_loop().time() + grace
         while self.connections and asyncio.get_running_loop().time() < deadline:
             await asyncio.sleep(0.05)
+        await self._tasks.close()

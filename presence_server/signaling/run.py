@@ -16,6 +16,7 @@ from protocol.calls import CallEvent, CallStatus, next_status
 
 from ..accounts import Account
 from ..engines.calls import CallRecord
+from ..engines.ports import MessageRecord
 
 if TYPE_CHECKING:
     from .service import SignalingService
@@ -46,8 +47,27 @@ class LegEvent:
     payload: dict[str, Any] | None = None
 
 
+class Replies:
+    """What a call and a message run share: their sid, and whom a <Message>
+    without to/from answers (the sender, from the number they reached)."""
+
+    record: CallRecord | MessageRecord
+
+    @property
+    def sid(self) -> str:
+        return self.record.sid
+
+    @property
+    def reply_to(self) -> str:
+        return self.record.from_
+
+    @property
+    def reply_from(self) -> str:
+        return self.record.to
+
+
 @dataclass
-class CallRun:
+class CallRun(Replies):
     service: SignalingService
     record: CallRecord
     account: Account
@@ -62,18 +82,6 @@ class CallRun:
     redirects: int = 0
     end_reason: str | None = None  # set by <Reject>: 'rejected' or 'busy'
 
-    @property
-    def sid(self) -> str:
-        return self.record.sid
-
-    # A <Message> without to/from answers the caller from the number called.
-    @property
-    def reply_to(self) -> str:
-        return self.record.from_
-
-    @property
-    def reply_from(self) -> str:
-        return self.record.to
 
     async def move(self, event: CallEvent, **changes: Any) -> bool:
         """Apply a call event through the state table; False when it does not apply."""

@@ -32,13 +32,14 @@ from ..engines.calls import CallRecord, CallStore
 from ..engines.ports import MessageRecord, MessageStore
 from ..mailbox import Mailbox
 from ..presence.service import PresenceService
+from ..tasks import TaskSet
 from ..webhooks import WebhookSender
 from .capacity import CallLimitReached
 from .delivery import Delivery
 from .executor import STOP, Executor
 from .fetcher import FetchError, FetchedInstructions, InstructionFetcher
 from .ringing import RingTarget, Ringer, next_event_or_timeout, ringable
-from .run import CallRun, Leg, LegEvent
+from .run import CallRun, Leg, LegEvent, Replies
 
 log = structlog.get_logger(__name__)
 
@@ -47,25 +48,13 @@ _CALLBACK_EVENT = {CallStatus.INITIATED: "initiated", CallStatus.RINGING: "ringi
 
 
 @dataclass
-class MessageRun:
+class MessageRun(Replies):
     """An incoming message's instructions being executed (no call, no legs)."""
 
     account: Account
     record: MessageRecord
     params: dict[str, str] = field(default_factory=dict)
     redirects: int = 0
-
-    @property
-    def sid(self) -> str:
-        return self.record.sid
-
-    @property
-    def reply_to(self) -> str:
-        return self.record.from_
-
-    @property
-    def reply_from(self) -> str:
-        return self.record.to
 
     def instruction_params(self) -> dict[str, str]:
         rec = self.record
@@ -114,7 +103,7 @@ class SignalingService:
         self.executor = Executor(self)
         self._routes: dict[str, CallRun] = {}  # call or child call sid -> its run
         self._active: set[str] = set()  # calls in progress on this node (for the limit)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet("signaling")
         mailbox.on("place_call", self._on_place_call)
         mailbox.on("call_event", self._on_call_event)
         mailbox.on("ack", lambda msg: self.delivery.on_ack(msg["sid"]))
@@ -122,14 +111,7 @@ class SignalingService:
     # -- plumbing used by the ringer, the executor and delivery ---------------------------
 
     def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("signaling task failed", exc_info=task.exception())
+        self._tasks.spawn(coro)
 
     def route(self, call_sid: str, run: CallRun) -> None:
         self._routes[call_sid] = run
@@ -406,10 +388,7 @@ class SignalingService:
             await self._end_run(run)
 
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.close()
 
 
 def _verb_fields(verb: Verb) -> dict[str, Any]:

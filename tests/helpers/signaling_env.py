@@ -16,6 +16,7 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from protocol.addresses import new_sid
 from tests.helpers.instructions import InstructionServer
+from tests.helpers.wsclient import RawClient
 from tests.helpers.servers import RunningServer, TestAccount, start_server
 
 ALICE_PHONE = "+15550100001"
@@ -45,6 +46,13 @@ class SignalingEnv:
     def token(self, identity: str) -> str:
         """A token that may register, be called and place calls through the application."""
         return self.server.token(identity, grants=self.grants(identity))
+
+    async def client(self, identity: str, capabilities: list[str] | None = None, encoding: str = "json") -> RawClient:
+        """A raw WebSocket client, registered with this env's token."""
+        c = await RawClient.open(self.server.ws_url, encoding)
+        reply = await c.register(self.token(identity), capabilities=capabilities or ["voice", "messaging"])
+        assert reply["type"] == "registered", reply
+        return c
 
     async def rest(
         self, method: str, path: str, data: dict[str, str] | None = None, auth: tuple[str, str] | None = None

@@ -5,11 +5,8 @@ real WebSocket clients, the outbox provider."""
 from __future__ import annotations
 
 import asyncio
-import base64
-from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
-import aiohttp
 import pytest
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Dial, VoiceResponse
@@ -17,82 +14,17 @@ from twilio.twiml.voice_response import Dial, VoiceResponse
 from protocol.addresses import new_sid
 from protocol.errors import ErrorCode
 from tests.helpers.instructions import InstructionServer
-from tests.helpers.servers import RunningServer, TestAccount, start_server
+from tests.helpers.servers import TestAccount, start_server
+from tests.helpers.signaling_env import ALICE_PHONE, BOB_PHONE, INGRESS, NUMBER, SignalingEnv, dial_client, signaling_env
 from tests.helpers.wsclient import RawClient
 
-ALICE_PHONE = "+15550100001"
-BOB_PHONE = "+15550100002"
-NUMBER = "+15550001111"
-INGRESS = ("carrier", "s3cret-carrier-password")
-
-
-@dataclass
-class Env:
-    server: RunningServer
-    ins: InstructionServer
-    app_sid: str
-
-    @property
-    def account(self) -> TestAccount:
-        return self.server.account
-
-    def token(self, identity: str, **kw: Any) -> str:
-        grants = {
-            "identity": identity,
-            "presence": {"publish": True, "subscribe": True},
-            "voice": {"incoming": {"allow": True}, "outgoing": {"application_sid": self.app_sid}},
-        }
-        return self.server.token(identity, grants=grants, **kw)
-
-    async def client(self, identity: str, capabilities: list[str] | None = None, encoding: str = "json") -> RawClient:
-        c = await RawClient.open(self.server.ws_url, encoding)
-        reply = await c.register(self.token(identity), capabilities=capabilities or ["voice", "messaging"])
-        assert reply["type"] == "registered", reply
-        return c
-
-    async def rest(self, method: str, path: str, data: dict[str, str] | None = None, auth: tuple[str, str] | None = None) -> tuple[int, Any]:
-        user, password = auth or (self.account.sid, self.account.auth_token)
-        headers = {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-        async with aiohttp.ClientSession() as http:
-            async with http.request(method, self.server.http_url + path, data=data, headers=headers) as resp:
-                return resp.status, await resp.json(content_type=None)
-
-    async def outbox(self) -> list[dict[str, Any]]:
-        return await self.server.node.providers["outbox"].entries(100)  # type: ignore[attr-defined, no-any-return]
+Env = SignalingEnv
 
 
 @pytest.fixture
 async def env(tmp_path: Any) -> AsyncIterator[Env]:
-    ins = InstructionServer(auth_token="")
-    await ins.start()
-    account = TestAccount(identities=[{"identity": "alice", "phone": ALICE_PHONE}, {"identity": "bob", "phone": BOB_PHONE}])
-    ins.auth_token = account.auth_token
-    app_sid = new_sid("AP")
-    account.extra = {
-        "applications": [{"sid": app_sid, "voice_url": ins.url("/voice"), "voice_fallback_url": ins.url("/voice-fallback")}],
-        "phone_numbers": [{"number": NUMBER, "voice_url": ins.url("/inbound"), "sms_url": ins.url("/sms")}],
-        "fallback": {"from_number": NUMBER},
-    }
-    server = await start_server(
-        [account, TestAccount()],
-        security={"allow_private_urls": True},
-        engine={"data_dir": str(tmp_path)},
-        providers=[{"name": "outbox", "kind": "outbox", "inbound_username": INGRESS[0], "inbound_password": INGRESS[1]}],
-    )
-    try:
-        yield Env(server, ins, app_sid)
-    finally:
-        await server.node.stop()
-        await ins.stop()
-    assert ins.all_signed(), [r for r in ins.received if not r.signature_valid]
-
-
-def dial_client(ins: InstructionServer, identity: str, action: str | None = None, **kw: Any) -> str:
-    response = VoiceResponse()
-    dial = Dial(action=ins.url(action) if action else None, **kw)
-    dial.client(identity)
-    response.append(dial)
-    return str(response)
+    async with signaling_env(str(tmp_path)) as running:
+        yield running
 
 
 async def settle(rounds: int = 50) -> None:
