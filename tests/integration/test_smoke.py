@@ -11,7 +11,8 @@ async def test_register_and_query(server: RunningServer) -> None:
     reply = await client.register(server.token("alice"))
     assert reply["type"] == "registered", reply
     acc = server.account
-    async with aiohttp.ClientSession(auth=aiohttp.BasicAuth(acc.sid, acc.auth_token)) as http:
+    headers = {"Authorization": aiohttp.encode_basic_auth(acc.sid, acc.auth_token)}
+    async with aiohttp.ClientSession(headers=headers) as http:
         async with http.get(f"{server.http_url}/v1/Accounts/{acc.sid}/Presence/alice") as resp:
             body = await resp.json()
     assert resp.status == 200
