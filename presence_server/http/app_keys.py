@@ -10,6 +10,7 @@ from ..accounts import AccountRegistry
 from ..presence.service import PresenceService
 
 if TYPE_CHECKING:
+    from ..engines.calls import CallStore
     from ..node import Node
 
 ACCOUNTS = web.AppKey("accounts", AccountRegistry)

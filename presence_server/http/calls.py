@@ -45,7 +45,10 @@ async def create(request: web.Request) -> web.Response:
         if found is None:
             raise forms.bad("ApplicationSid", "is not an application of this account with a voice_url")
         webhook = found
-    events = frozenset(" ".join(form.getall("StatusCallbackEvent", [])).split()) or frozenset({"completed"})
+    given = form.getall("StatusCallbackEvent", [])
+    if not all(isinstance(v, str) for v in given):
+        raise forms.bad("StatusCallbackEvent", "must be text")
+    events = frozenset(" ".join(given).split()) or frozenset({"completed"})  # type: ignore[arg-type]
     if not events <= set(CALL_EVENTS):
         raise forms.bad("StatusCallbackEvent", f"must be among {', '.join(CALL_EVENTS)}")
     record = await _signaling(request).rest_call(

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator
 
+import aiohttp
 import pytest
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import Dial, VoiceResponse
@@ -580,3 +581,21 @@ async def test_concurrent_call_limit(tmp_path: Any) -> None:
     finally:
         await server.node.stop()
         await ins.stop()
+
+
+async def test_file_uploads_where_text_belongs_are_refused(env: Env) -> None:
+    form = aiohttp.FormData()
+    form.add_field("To", "client:bob")
+    form.add_field("From", NUMBER)
+    form.add_field("Url", env.ins.url("/x"))
+    form.add_field("StatusCallbackEvent", b"answered", filename="events.txt")
+    headers = {"Authorization": aiohttp.encode_basic_auth(env.account.sid, env.account.auth_token)}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{env.server.http_url}/2010-04-01/Accounts/{env.account.sid}/Calls.json", data=form) as resp:
+            body = await resp.json()
+    assert resp.status == 400 and "StatusCallbackEvent" in body["message"]
+    form = aiohttp.FormData()
+    form.add_field("To", b"client:bob", filename="to.txt")
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async with http.post(f"{env.server.http_url}/2010-04-01/Accounts/{env.account.sid}/Calls.json", data=form) as resp:
+            assert resp.status == 400 and "To" in (await resp.json())["message"]
