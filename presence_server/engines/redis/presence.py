@@ -1,0 +1,222 @@
+"""The redis engine's presence store.
+
+Per identity, a hash of its sessions and a hash with its version and
+last_seen; per account, an expiry index (a sorted set scored by lease end);
+globally, ``ps:accounts``, the accounts that have sessions, scored by their
+earliest lease end, so a sweeper visits only accounts with something due.
+Every change (upsert, remove, linger, sweep) is one Lua script that returns
+the sessions before and after it, so its IdentityChange is atomic across all
+nodes. See docs/redis.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+import msgpack
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from protocol.presence import SessionPresence, Status
+
+from ..ports import IdentityChange, IdentitySnapshot, SessionKey
+from .keys import KeySpace, as_text, lease_member
+from .scripts import LINGER, REMOVE, RENEW, SWEEP, UPSERT, Scripts, unavailable_on_redis_errors
+
+# Members per RENEW call: one account's renewals are split into calls this big
+# (all in the same pipeline) so no single script runs long enough to stall Redis.
+RENEW_CHUNK = 5000
+
+
+def encode_session(session: SessionPresence) -> bytes:
+    """The stored form: a msgpack array, in the order the Lua scripts index it
+    (SEQ=1, SID=2, ..., ACTIVITY=9, LINGERING=10). SEQ is set by the script."""
+    packed: bytes = msgpack.packb(
+        [
+            0,
+            session.session_id,
+            session.node_id,
+            Status(session.status).value,
+            session.text,
+            session.priority,
+            list(session.capabilities),
+            session.connected_at,
+            session.last_activity,
+            session.lingering,
+        ],
+        use_bin_type=True,
+    )
+    return packed
+
+
+def decode_sessions(account_sid: str, identity: str, raws: Iterable[bytes]) -> tuple[SessionPresence, ...]:
+    rows = [msgpack.unpackb(raw, raw=False) for raw in raws]
+    # Hash order is not insertion order; SEQ is (a replaced session keeps its SEQ).
+    rows.sort(key=lambda row: row[0])
+    return tuple(
+        SessionPresence(
+            session_id=sid,
+            account_sid=account_sid,
+            identity=identity,
+            node_id=node_id,
+            status=Status(status),
+            text=text,
+            priority=int(priority),
+            capabilities=tuple(capabilities),
+            # Lua's msgpack writes integral numbers as integers: times are floats again here.
+            connected_at=float(connected_at),
+            last_activity=float(last_activity),
+            lingering=bool(lingering),
+        )
+        for _seq, sid, node_id, status, text, priority, capabilities, connected_at, last_activity, lingering in rows
+    )
+
+
+def _last_seen(value: bytes | None) -> float | None:
+    return None if value is None else float(value)
+
+
+class RedisPresenceStore:
+    def __init__(self, client: Redis, keys: KeySpace, scripts: Scripts) -> None:
+        self._redis = client
+        self._keys = keys
+        self._scripts = scripts
+
+    def _change(self, account_sid: str, identity: str, reply: list[Any]) -> IdentityChange:
+        before, after, version, last_seen = reply
+        return IdentityChange(
+            account_sid,
+            identity,
+            decode_sessions(account_sid, identity, before),
+            decode_sessions(account_sid, identity, after),
+            int(version),
+            _last_seen(last_seen),
+        )
+
+    def _identity_keys(self, account_sid: str, identity: str) -> list[str]:
+        k = self._keys
+        return [k.sessions(account_sid, identity), k.presence(account_sid, identity), k.expiry(account_sid), k.accounts()]
+
+    @unavailable_on_redis_errors
+    async def upsert(self, session: SessionPresence, lease_expires: float) -> IdentityChange:
+        account, identity, sid = session.account_sid, session.identity, session.session_id
+        reply = await self._scripts.call(
+            UPSERT,
+            self._identity_keys(account, identity),
+            [
+                sid,
+                encode_session(session),
+                lease_expires,
+                lease_member(identity, sid, session.lingering),
+                lease_member(identity, sid, not session.lingering),
+                account,
+            ],
+        )
+        return self._change(account, identity, reply)
+
+    @unavailable_on_redis_errors
+    async def remove(self, key: SessionKey, now: float) -> IdentityChange | None:
+        reply = await self._scripts.call(
+            REMOVE,
+            self._identity_keys(key.account_sid, key.identity),
+            [
+                key.session_id,
+                now,
+                lease_member(key.identity, key.session_id, False),
+                lease_member(key.identity, key.session_id, True),
+                key.account_sid,
+            ],
+        )
+        return None if reply is None else self._change(key.account_sid, key.identity, reply)
+
+    @unavailable_on_redis_errors
+    async def linger(self, key: SessionKey, until: float, now: float) -> IdentityChange | None:
+        reply = await self._scripts.call(
+            LINGER,
+            self._identity_keys(key.account_sid, key.identity),
+            [
+                key.session_id,
+                until,
+                now,
+                lease_member(key.identity, key.session_id, False),
+                lease_member(key.identity, key.session_id, True),
+                key.account_sid,
+            ],
+        )
+        return None if reply is None else self._change(key.account_sid, key.identity, reply)
+
+    @unavailable_on_redis_errors
+    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> None:
+        """One round trip for the whole batch: a pipeline of one RENEW call per
+        account (per RENEW_CHUNK sessions of it), never a call per session."""
+        members: dict[str, list[str]] = {}
+        for key in keys:
+            members.setdefault(key.account_sid, []).append(lease_member(key.identity, key.session_id, False))
+        if not members:
+            return
+        accounts_key = self._keys.accounts()
+
+        def build(pipe: Pipeline) -> None:
+            for account, batch in members.items():
+                expiry = self._keys.expiry(account)
+                for start in range(0, len(batch), RENEW_CHUNK):
+                    chunk = batch[start : start + RENEW_CHUNK]
+                    self._scripts.queue(pipe, RENEW, [expiry, accounts_key], [lease_expires, account, *chunk])
+
+        await self._scripts.pipeline(build)
+
+    @unavailable_on_redis_errors
+    async def sweep(self, now: float, limit: int = 1000) -> list[IdentityChange]:
+        if limit <= 0:
+            return []
+        k = self._keys
+        # Only accounts whose earliest lease has ended; each is swept by its own
+        # atomic script, so sweepers on many nodes may race over the same accounts.
+        due = await self._redis.zrangebyscore(k.accounts(), "-inf", now, start=0, num=limit)
+        changes: list[IdentityChange] = []
+        for raw_account in due:
+            remaining = limit - len(changes)
+            if remaining <= 0:
+                break
+            account = as_text(raw_account)
+            reply = await self._scripts.call(
+                SWEEP,
+                [k.expiry(account), k.accounts()],
+                [now, remaining, account, k.sessions_prefix(account), k.presence_prefix(account)],
+            )
+            for identity, change in reply:
+                changes.append(self._change(account, as_text(identity), change))
+        return changes
+
+    @unavailable_on_redis_errors
+    async def get(self, key: SessionKey) -> SessionPresence | None:
+        raw = await self._redis.hget(self._keys.sessions(key.account_sid, key.identity), key.session_id)
+        if not isinstance(raw, bytes):
+            return None
+        (session,) = decode_sessions(key.account_sid, key.identity, [raw])
+        return session
+
+    @unavailable_on_redis_errors
+    async def snapshot(self, account_sid: str, identities: Iterable[str]) -> list[IdentitySnapshot]:
+        names = list(identities)
+        if not names:
+            return []
+        # MULTI/EXEC: each identity's sessions and version are read at one instant
+        # (all keys are the account's, one slot, so this stays legal in a cluster).
+        pipe = self._redis.pipeline(transaction=True)
+        for identity in names:
+            pipe.hvals(self._keys.sessions(account_sid, identity))
+            pipe.hmget(self._keys.presence(account_sid, identity), ["version", "last_seen"])
+        replies = await pipe.execute()
+        out = []
+        for i, identity in enumerate(names):
+            raws, (version, last_seen) = replies[2 * i], replies[2 * i + 1]
+            out.append(
+                IdentitySnapshot(
+                    identity,
+                    decode_sessions(account_sid, identity, raws),
+                    int(version) if version is not None else 0,
+                    _last_seen(last_seen),
+                )
+            )
+        return out

@@ -1,0 +1,322 @@
+"""The redis engine's Lua scripts, how they are run, and how Redis failures
+become :class:`EngineUnavailable`.
+
+Each script is one atomic step of a port method: Redis runs a script to the
+end before it serves anything else, so an ``IdentityChange`` built from its
+reply is exactly what happened, however many nodes write at once.
+
+Slots: every key a script touches is one account's (``ps:{AC...}:...``, one
+hash slot) except ``ps:accounts``, the index of accounts that have sessions,
+which the presence scripts keep exact in the same step. That one global key is
+what ties these scripts to a single Redis node; docs/redis.md says what a
+Redis Cluster deployment would change.
+
+Numbers: a Lua number returned to Redis is truncated to an integer, so every
+time that goes back to Python travels as a string (scores as Redis prints them,
+``%.17g`` for numbers computed in Lua), and Python parses it with ``float``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Coroutine, ParamSpec, Sequence, TypeVar
+
+import redis.exceptions
+import structlog
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+
+from ..ports import EngineUnavailable
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+# What "Redis cannot serve now" looks like from redis-py. BusyLoadingError (a
+# restarted server still loading its data) is a ConnectionError; ReadOnlyError is
+# what a replica answers right after a failover, before the client follows it.
+REDIS_DOWN: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    asyncio.TimeoutError,
+    OSError,
+)
+
+
+def unavailable_on_redis_errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn Redis connection failures in a port method into EngineUnavailable, so
+    that services never see (or depend on) redis-py's exception classes."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except REDIS_DOWN as exc:
+            # debug, not warning: in an outage every call fails, and the bus reader
+            # and /readyz already report the outage once.
+            log.debug("redis unavailable", operation=fn.__qualname__, error=type(exc).__name__)
+            raise EngineUnavailable(f"redis unavailable: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class LuaScript:
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        # EVALSHA needs the SHA1 of the exact source: computed here, so calls never
+        # wait for a SCRIPT LOAD reply to learn it.
+        object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+
+
+# -- Lua ------------------------------------------------------------------------------
+
+# A stored session is a msgpack array (1-based in Lua). SEQ orders an identity's
+# sessions as the memory engine does (insertion order; a replaced session keeps its
+# place). presence.py encodes and decodes the same layout.
+_PRELUDE = """
+local SEQ, SID, ACTIVITY, LINGERING = 1, 2, 9, 10
+
+-- Keep the account's entry in the due-accounts index equal to the earliest lease
+-- end of its expiry index (or absent when it has none), in the same atomic step.
+local function reindex(expiry, accounts, account)
+  local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
+  if first[2] then
+    redis.call('ZADD', accounts, first[2], account)
+  else
+    redis.call('ZREM', accounts, account)
+  end
+end
+
+-- The reply of every presence change: {before, after, version, last_seen}.
+local function change(sessions, presence, before, version)
+  return {before, redis.call('HVALS', sessions), version, redis.call('HGET', presence, 'last_seen')}
+end
+"""
+
+# KEYS: sessions, presence, expiry, accounts
+# ARGV: session_id, payload, lease_end, member_to_add, member_to_drop, account_sid
+UPSERT = LuaScript(
+    "upsert",
+    _PRELUDE
+    + """
+local before = redis.call('HVALS', KEYS[1])
+local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+local session = cmsgpack.unpack(ARGV[2])
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old then
+  session[SEQ] = cmsgpack.unpack(old)[SEQ]
+else
+  session[SEQ] = version
+end
+redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(session))
+redis.call('ZREM', KEYS[3], ARGV[5])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+reindex(KEYS[3], KEYS[4], ARGV[6])
+return change(KEYS[1], KEYS[2], before, version)
+""",
+)
+
+# KEYS: sessions, presence, expiry, accounts
+# ARGV: session_id, now, live_member, lingering_member, account_sid
+REMOVE = LuaScript(
+    "remove",
+    _PRELUDE
+    + """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
+  return false
+end
+local before = redis.call('HVALS', KEYS[1])
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[3], ARGV[4])
+local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+if redis.call('HLEN', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
+end
+reindex(KEYS[3], KEYS[4], ARGV[5])
+return change(KEYS[1], KEYS[2], before, version)
+""",
+)
+
+# KEYS: sessions, presence, expiry, accounts
+# ARGV: session_id, until, now, live_member, lingering_member, account_sid
+LINGER = LuaScript(
+    "linger",
+    _PRELUDE
+    + """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then
+  return false
+end
+local before = redis.call('HVALS', KEYS[1])
+local session = cmsgpack.unpack(old)
+session[ACTIVITY] = tonumber(ARGV[3])
+session[LINGERING] = true
+redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(session))
+-- The live member goes: renewal (ZADD XX of live members) can no longer extend it.
+redis.call('ZREM', KEYS[3], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
+local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+reindex(KEYS[3], KEYS[4], ARGV[6])
+return change(KEYS[1], KEYS[2], before, version)
+""",
+)
+
+# KEYS: expiry, accounts
+# ARGV: lease_end, account_sid, live_member...
+# XX: only members already there are updated, so an unknown or removed session is
+# not created and a lingering one (indexed under its 'L' member) is not extended.
+RENEW = LuaScript(
+    "renew",
+    _PRELUDE
+    + """
+local batch = {}
+for i = 3, #ARGV do
+  batch[#batch + 1] = ARGV[1]
+  batch[#batch + 1] = ARGV[i]
+  if #batch >= 1000 then  -- stay well below Lua's unpack() stack limit
+    redis.call('ZADD', KEYS[1], 'XX', unpack(batch))
+    batch = {}
+  end
+end
+if #batch > 0 then
+  redis.call('ZADD', KEYS[1], 'XX', unpack(batch))
+end
+reindex(KEYS[1], KEYS[2], ARGV[2])
+return #ARGV - 2
+""",
+)
+
+# KEYS: expiry, accounts
+# ARGV: now, limit, account_sid, sessions_key_prefix, presence_key_prefix
+# Removes up to `limit` expired sessions of one account, each as its own change.
+# A session leaves the index in the same step that reports it, so a concurrent
+# sweeper never finds it again: each expired session is reported exactly once.
+# (The identity keys are derived from the index member; they carry the account's
+# hash tag, so they are in the declared keys' slot.)
+SWEEP = LuaScript(
+    "sweep",
+    _PRELUDE
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local out = {}
+for i = 1, #due, 2 do
+  local member, score = due[i], due[i + 1]
+  redis.call('ZREM', KEYS[1], member)
+  local colon = string.find(member, ':', 3, true)
+  local n = tonumber(string.sub(member, 3, colon - 1))
+  local identity = string.sub(member, colon + 1, colon + n)
+  local sid = string.sub(member, colon + n + 2)
+  local sessions, presence = ARGV[4] .. identity, ARGV[5] .. identity
+  local raw = redis.call('HGET', sessions, sid)
+  if raw then
+    local before = redis.call('HVALS', sessions)
+    redis.call('HDEL', sessions, sid)
+    local version = redis.call('HINCRBY', presence, 'version', 1)
+    if redis.call('HLEN', sessions) == 0 then
+      -- A lingering session was last seen when its connection dropped; a live one
+      -- whose node stopped renewing, when its lease ran out.
+      local seen = score
+      local session = cmsgpack.unpack(raw)
+      if session[LINGERING] then
+        seen = string.format('%.17g', session[ACTIVITY])
+      end
+      redis.call('HSET', presence, 'last_seen', seen)
+    end
+    out[#out + 1] = {identity, change(sessions, presence, before, version)}
+  end
+end
+reindex(KEYS[1], KEYS[2], ARGV[3])
+return out
+""",
+)
+
+# KEYS: record, index, seq
+# ARGV: date_created, sid, field, value, field, value...
+# Returns 0 when the record exists (the caller raises ValueError), else 1.
+CREATE_RECORD = LuaScript(
+    "create_record",
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+-- Zero-padded so that members of records created in the same instant sort by store
+-- order: the listing is newest first by date_created, then by store order.
+local member = string.format('%020d', redis.call('INCR', KEYS[3])) .. ':' .. ARGV[2]
+local fields = {'~member', member}
+for i = 3, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('ZADD', KEYS[2], ARGV[1], member)
+return 1
+""",
+)
+
+# KEYS: record
+# ARGV: field, value, field, value...
+# Writes only the changed fields, so two updates of different fields both land, and
+# never recreates a record that is gone. Returns the whole record after the update.
+UPDATE_RECORD = LuaScript(
+    "update_record",
+    """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return false
+end
+if #ARGV > 0 then
+  redis.call('HSET', KEYS[1], unpack(ARGV))
+end
+return redis.call('HGETALL', KEYS[1])
+""",
+)
+
+ALL_SCRIPTS = (UPSERT, REMOVE, LINGER, RENEW, SWEEP, CREATE_RECORD, UPDATE_RECORD)
+
+
+class Scripts:
+    """Runs scripts by SHA, loading them again when Redis has lost them (a restart
+    or SCRIPT FLUSH answers NOSCRIPT; nothing ran, so running again is safe)."""
+
+    def __init__(self, client: Redis) -> None:
+        self._client = client
+
+    async def load(self) -> None:
+        for script in ALL_SCRIPTS:
+            await self._client.script_load(script.source)
+
+    async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await self.load()
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+
+    @staticmethod
+    def queue(pipe: Pipeline, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> None:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def pipeline(self, build: Callable[[Pipeline], None]) -> list[Any]:
+        """Run the commands ``build`` queues in one round trip (not a transaction).
+
+        Only for idempotent scripts: after NOSCRIPT the whole batch runs again.
+        """
+        for attempt in (1, 2):
+            pipe = self._client.pipeline(transaction=False)
+            build(pipe)
+            try:
+                return await pipe.execute()
+            except redis.exceptions.NoScriptError:
+                if attempt == 2:
+                    raise
+                await self.load()
+        raise AssertionError("unreachable")
