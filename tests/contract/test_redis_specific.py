@@ -20,9 +20,8 @@ from presence_server.engines.ports import EngineUnavailable, IdentityChange, Mes
 from presence_server.engines.redis import RedisEngine
 from protocol.addresses import new_sid
 from protocol.presence import SessionPresence, Status
-from tests.helpers.redis_server import RedisServer, redis_available, redis_server
+from tests.helpers.redis_server import RedisServer, redis_server
 
-pytestmark = pytest.mark.skipif(not redis_available(), reason="redis-server is not installed")
 
 ACC = "AC" + "1" * 32
 

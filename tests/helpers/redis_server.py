@@ -180,10 +180,10 @@ async def redis_server(port: int | None = None, *, extra_args: tuple[str, ...] =
 
 @pytest.fixture(scope="session")
 def shared_redis_server() -> Iterator[RedisServer]:
-    """One redis-server for the whole run (tests that use it skip when
-    redis-server is not installed; `make test` installs it)."""
+    """One redis-server for the whole run; its absence fails the tests that need it."""
     if not redis_available():
-        pytest.skip("redis-server is not installed")
+        # Never a silent skip: `make test` installs redis-server, so its absence is a broken setup.
+        pytest.fail("redis-server is not installed (make test installs it from Debian's packages)")
     with RedisServer() as server:
         yield server
 
