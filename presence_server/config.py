@@ -92,8 +92,10 @@ class EngineConfig(_Section):
     @model_validator(mode="after")
     def _url_for_redis(self) -> EngineConfig:
         if self.kind == "redis":
-            # Refused here rather than at start, so check-config says it too.
-            raise ValueError("engine.kind = 'redis' is not built yet in this version; use 'memory'")
+            if not self.url:
+                raise ValueError("engine.url is required when kind = 'redis'")
+            if not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("engine.url must be a redis://, rediss:// or unix:// URL")
         return self
 
 

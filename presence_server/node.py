@@ -17,6 +17,7 @@ from .carriers import Provider, build_provider, default_provider_configs
 from .clock import Clock, SystemClock
 from .config import Config
 from .engines.memory import MemoryEngine
+from .engines.redis import RedisEngine
 from .engines.ports import Engine
 from .gateway.gateway import Gateway
 from .mailbox import Mailbox
@@ -35,7 +36,8 @@ log = structlog.get_logger(__name__)
 def build_engine(config: Config) -> Engine:
     if config.engine.kind == "memory":
         return MemoryEngine(data_dir=config.engine.data_dir)
-    raise NotImplementedError("the redis engine is not built yet (see README: not built)")
+    assert config.engine.url is not None  # validated
+    return RedisEngine(config.engine.url, data_dir=config.engine.data_dir)
 
 
 class Node:
