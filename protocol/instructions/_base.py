@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, Self, TypeAlias, TypeVar
-from xml.etree.ElementTree import Element
+from ._xml import Element
 
 __all__ = [
     "CONTENT_TYPE_INVALID",

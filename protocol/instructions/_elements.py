@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, NoReturn, TypeAlias, TypeVar
-from xml.etree.ElementTree import Element
+from ._xml import Element
 
 from ._base import SCHEMA_INVALID, HttpMethod, InstructionError
 from .urls import url_problem

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
-from xml.etree.ElementTree import Element, ParseError
+from ._xml import Element, ParseError
 
 # No stubs ship with defusedxml; ``unused-ignore`` keeps this line valid once
 # someone installs types-defusedxml.

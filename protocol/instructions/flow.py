@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, Self, TypeAlias
-from xml.etree.ElementTree import Element
+from ._xml import Element
 
 from ._base import HttpMethod, Verb, register_verb
 from ._elements import Attributes, excerpt, label, refuse, require_empty, text_of

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Final, Literal, Self, TypeAlias
-from xml.etree.ElementTree import Element
+from ._xml import Element
 
 from ._base import HttpMethod, Verb, register_verb
 from ._elements import Attributes, child_elements, excerpt, label, refuse, require_empty, text_of

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Final, Self
-from xml.etree.ElementTree import Element
+from ._xml import Element
 
 from ..addresses import identity_problem, is_e164
 from ._base import HttpMethod, Verb, register_verb
