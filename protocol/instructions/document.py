@@ -78,9 +78,10 @@ def _parse_xml(document: bytes | str) -> Element:
         # ValueError: text that cannot be encoded for the parser (lone
         # surrogates); LookupError: an encoding declaration Python does not know.
         raise InstructionError(PARSE_FAILURE, f"document cannot be decoded ({type(exc).__name__})") from None
-    if not isinstance(root, Element):  # defusedxml is untyped; keep mypy and -O honest
+    if not isinstance(getattr(root, "tag", None), str):  # defusedxml is untyped; keep mypy and -O honest
         raise InstructionError(PARSE_FAILURE, "document did not parse to an element")
-    return root
+    element: Element = root
+    return element
 
 
 def parse_instructions(document: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Instructions:
