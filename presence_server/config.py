@@ -182,39 +182,34 @@ class IdentityConfig(_Section):
 HttpMethod = Literal["GET", "POST"]
 
 
-class ApplicationConfig(_Section):
-    sid: str
-    friendly_name: str = ""
+class _Webhooks(_Section):
+    """The URLs an application or a number sends its requests to."""
+
     voice_url: str | None = None
     voice_method: HttpMethod = "POST"
     voice_fallback_url: str | None = None
     voice_fallback_method: HttpMethod = "POST"
-    status_callback: str | None = None
-    status_callback_method: HttpMethod = "POST"
     sms_url: str | None = None
     sms_method: HttpMethod = "POST"
     sms_fallback_url: str | None = None
     sms_fallback_method: HttpMethod = "POST"
+    status_callback: str | None = None
+    status_callback_method: HttpMethod = "POST"
+
+    _urls = field_validator("voice_url", "voice_fallback_url", "sms_url", "sms_fallback_url", "status_callback")(_url_check)
+
+
+class ApplicationConfig(_Webhooks):
+    sid: str
+    friendly_name: str = ""
 
     _sid = field_validator("sid")(_sid_validator("AP"))
-    _urls = field_validator("voice_url", "voice_fallback_url", "status_callback", "sms_url", "sms_fallback_url")(_url_check)
 
 
-class PhoneNumberConfig(_Section):
+class PhoneNumberConfig(_Webhooks):
     number: str
     sid: str | None = None  # 'PN...'; generated from the number when not given
     application_sid: str | None = None  # take the URLs from this application
-    voice_url: str | None = None
-    voice_method: HttpMethod = "POST"
-    voice_fallback_url: str | None = None
-    voice_fallback_method: HttpMethod = "POST"
-    sms_url: str | None = None
-    sms_method: HttpMethod = "POST"
-    sms_fallback_url: str | None = None
-    sms_fallback_method: HttpMethod = "POST"
-    status_callback: str | None = None
-
-    _urls = field_validator("voice_url", "voice_fallback_url", "sms_url", "sms_fallback_url", "status_callback")(_url_check)
 
     @field_validator("number")
     @classmethod

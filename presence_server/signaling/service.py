@@ -328,8 +328,11 @@ class SignalingService:
         record = await self._new_call(account, from_, to, "inbound")
         number = account.numbers[to]
         app = account.applications.get(number.application_sid or "")
-        callback = number.status_callback or (app.status_callback if app else None)
-        run = CallRun(self, record, account, Leg(from_), sdp=sdp, status_callback=callback)
+        hooks = number if number.status_callback or app is None else app
+        run = CallRun(
+            self, record, account, Leg(from_), sdp=sdp,
+            status_callback=hooks.status_callback, status_callback_method=hooks.status_callback_method,
+        )
         self.spawn(self._run_call(run, webhook))
         return record
 

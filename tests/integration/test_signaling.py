@@ -599,3 +599,27 @@ async def test_file_uploads_where_text_belongs_are_refused(env: Env) -> None:
     async with aiohttp.ClientSession(headers=headers) as http:
         async with http.post(f"{env.server.http_url}/2010-04-01/Accounts/{env.account.sid}/Calls.json", data=form) as resp:
             assert resp.status == 400 and "To" in (await resp.json())["message"]
+
+
+async def test_a_carrier_call_tells_its_number_status_callback(tmp_path: Any) -> None:
+    ins = InstructionServer(auth_token="")
+    await ins.start()
+    hook = ins.url("/number-status")
+    account = TestAccount(extra={"phone_numbers": [{"number": NUMBER, "voice_url": ins.url("/inbound"), "status_callback": hook}]})
+    ins.auth_token = account.auth_token
+    ins.on("/inbound", "<Response><Hangup/></Response>")
+    ins.on("/number-status", "")
+    server = await start_server(
+        [account], security={"allow_private_urls": True}, engine={"data_dir": str(tmp_path)},
+        providers=[{"name": "outbox", "kind": "outbox", "inbound_username": INGRESS[0], "inbound_password": INGRESS[1]}],
+    )
+    try:
+        env = SignalingEnv(server, ins, "")
+        status, call = await env.rest("POST", "/v1/Ingress/outbox/Voice", {"From": "+15557770000", "To": NUMBER}, auth=INGRESS)
+        assert status == 201
+        (done,) = await ins.wait_for("/number-status")
+        assert done.params["CallSid"] == call["sid"] and done.params["CallStatus"] == "completed"
+        assert ins.all_signed()
+    finally:
+        await server.node.stop()
+        await ins.stop()
