@@ -251,8 +251,12 @@ class FallbackConfig(_Section):
 
 class ProviderConfig(_Section):
     name: str
-    kind: Literal["outbox", "http"] = "outbox"
+    kind: Literal["outbox", "http", "smpp"] = "outbox"
     capabilities: list[Literal["sms", "mms", "voice"]] = ["sms", "mms"]
+    # Throughput limit (messages per second, a token bucket shared by the priority
+    # classes in [messaging].class_shares); None: no limit.
+    mps: float | None = Field(None, gt=0)
+    burst: int | None = Field(None, ge=1)  # default: max(1, mps)
     # Credentials the carrier uses on /v1/Ingress/{name}/... (HTTP Basic).
     inbound_username: str | None = None
     inbound_password: str | None = None
@@ -262,6 +266,22 @@ class ProviderConfig(_Section):
     auth_password: str | None = None
     auth_bearer: str | None = None
     timeout: float = Field(10.0, gt=0, le=120)
+    # kind = "smpp": an SMPP 3.4 transceiver bind (docs/carriers.md).
+    host: str | None = None
+    port: int = Field(2775, ge=1, le=65535)
+    system_id: str | None = None
+    password: str | None = None
+    system_type: str = ""
+    window: int = Field(10, ge=1, le=1000)  # submits in flight before waiting for responses
+    enquire_link_interval: float = Field(30.0, gt=0)
+    reconnect_max: float = Field(60.0, gt=0)  # the longest wait between reconnects
+    # How the SMSC writes message ids in receipts, compared with submit_sm_resp:
+    # 'auto' matches either spelling (hex or decimal) of the same number.
+    id_format: Literal["auto", "hex", "decimal", "text"] = "auto"
+    source_ton: int = Field(1, ge=0, le=6)
+    source_npi: int = Field(1, ge=0, le=18)
+    dest_ton: int = Field(1, ge=0, le=6)
+    dest_npi: int = Field(1, ge=0, le=18)
 
     _url = field_validator("url")(_url_check)
     _pw = field_validator("inbound_password")(_secret_check)
@@ -279,6 +299,8 @@ class ProviderConfig(_Section):
     def _http_needs_url(self) -> ProviderConfig:
         if self.kind == "http" and not self.url:
             raise ValueError("a provider of kind 'http' needs a url")
+        if self.kind == "smpp" and not (self.host and self.system_id and self.password is not None):
+            raise ValueError("a provider of kind 'smpp' needs host, system_id and password")
         if (self.inbound_username is None) != (self.inbound_password is None):
             raise ValueError("give both inbound_username and inbound_password, or neither")
         return self
@@ -297,6 +319,147 @@ class SignalingConfig(_Section):
     max_concurrent_calls: int = Field(10000, ge=1)
 
 
+class MessagingConfig(_Section):
+    """The messaging pipeline (docs/messaging.md)."""
+
+    # Messages queued per sender (From) before the API answers 429 (21611).
+    max_queued_per_sender: int = Field(10000, ge=1)
+    # Each priority class's guaranteed share of a provider's throughput; what a
+    # class does not use, the others may (highest first). Must sum to 1.
+    class_shares: dict[Literal["urgent", "normal", "bulk"], float] = {"urgent": 0.6, "normal": 0.3, "bulk": 0.1}
+    max_attempts: int = Field(6, ge=1, le=50)  # sends tried per message (retries and failover)
+    retry_base: float = Field(2.0, gt=0)  # backoff: base * 2^(attempt-1), jittered, capped
+    retry_max: float = Field(300.0, gt=0)
+    default_validity: int = Field(36000, ge=1, le=36000)  # seconds, when neither request nor service says
+    max_schedule_ahead: float = Field(35 * 86400, gt=0)  # the latest SendAt, from now
+    lease: float = Field(30.0, gt=0)  # a claimed send is someone else's after this (a dead worker)
+    concurrency: int = Field(200, ge=1)  # sends in flight per process
+    claim_batch: int = Field(100, ge=1, le=10000)
+    poll_interval: float = Field(0.25, gt=0)  # how often to look for work enqueued elsewhere
+    # Base URL of tracked short links (GET /l/{code}); default: server.base_url().
+    link_base_url: str | None = None
+    stats_window: float = Field(900.0, ge=60)  # adaptive routing looks this far back
+    exploration: float = Field(0.05, ge=0, le=1)  # share of sends that try a lower-ranked provider
+    max_broadcast_destinations: int = Field(1000, ge=1, le=100000)
+
+    _link = field_validator("link_base_url")(_url_check)
+
+    @field_validator("class_shares")
+    @classmethod
+    def _shares(cls, value: dict[str, float]) -> dict[str, float]:
+        if set(value) != {"urgent", "normal", "bulk"}:
+            raise ValueError("give a share for each of urgent, normal and bulk")
+        if any(v <= 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+            raise ValueError("shares must be positive and sum to 1")
+        return value
+
+
+class OperatorConfig(_Section):
+    """Credentials of the operator endpoints (/v1/Routing/Stats, the dashboard):
+    HTTP Basic. Without them those endpoints refuse everyone."""
+
+    username: str | None = None
+    password: str | None = None
+
+    _pw = field_validator("password")(_secret_check)
+
+    @model_validator(mode="after")
+    def _both(self) -> OperatorConfig:
+        if (self.username is None) != (self.password is None):
+            raise ValueError("give both operator username and password, or neither")
+        return self
+
+
+USECASE_PRIORITY = {
+    # Twilio's messaging-service usecases, by the priority class they get.
+    "verification": "urgent", "two_factor": "urgent", "fraud_alert": "urgent", "security": "urgent",
+    "notifications": "normal", "account_notification": "normal", "delivery_notification": "normal",
+    "customer_care": "normal", "mixed": "normal", "undeclared": "normal",
+    "marketing": "bulk", "promotional": "bulk", "polling_voting": "bulk", "social": "bulk",
+}
+
+
+def _alphanumeric_sender(value: str) -> bool:
+    # An alphanumeric sender id: 1-11 of A-Z a-z 0-9 and space, with at least one letter.
+    import re
+
+    return bool(re.fullmatch(r"[A-Za-z0-9 ]{1,11}", value)) and any(c.isalpha() for c in value)
+
+
+class MessagingServiceConfig(_Section):
+    sid: str
+    friendly_name: str = ""
+    # The sender pool: the account's numbers (E.164) and alphanumeric sender ids.
+    senders: list[str] = Field(min_length=1)
+    sticky_sender: bool = True  # the same From for the same To
+    geomatch: bool = True  # prefer a sender in the To's country (and area code)
+    validity_period: int | None = Field(None, ge=1, le=36000)
+    status_callback: str | None = None
+    usecase: str = "undeclared"
+
+    _sid = field_validator("sid")(_sid_validator("MG"))
+    _cb = field_validator("status_callback")(_url_check)
+
+    @field_validator("senders")
+    @classmethod
+    def _senders(cls, value: list[str]) -> list[str]:
+        for sender in value:
+            if not (is_e164(sender) or _alphanumeric_sender(sender)):
+                raise ValueError(f"{sender!r} is neither an E.164 number nor an alphanumeric sender id (1-11 letters, digits, spaces)")
+        if len(value) != len(set(value)):
+            raise ValueError("a sender is listed twice")
+        return value
+
+    @field_validator("usecase")
+    @classmethod
+    def _usecase(cls, value: str) -> str:
+        if value not in USECASE_PRIORITY:
+            raise ValueError(f"must be one of {', '.join(sorted(USECASE_PRIORITY))}")
+        return value
+
+    @property
+    def priority(self) -> str:
+        return USECASE_PRIORITY[self.usecase]
+
+
+class RouteProviderConfig(_Section):
+    name: str
+    weight: float = Field(1.0, gt=0)  # the 'weighted' strategy's share
+    cost: float = Field(0.0, ge=0)  # per segment, for cost budgets and tie-breaks
+
+
+class RouteConfig(_Section):
+    """A routing address record: which destinations, over which providers, how."""
+
+    name: str
+    # What it matches (any of; none given: every destination). Countries are ISO
+    # 3166 codes of the number (via phonenumbers); prefixes match the E.164 text;
+    # identities match a client:<identity> destination whose SMS goes to its phone.
+    countries: list[str] = []
+    prefixes: list[str] = []
+    identities: list[str] = []
+    strategy: Literal["failover", "weighted", "adaptive", "broadcast"] = "failover"
+    providers: list[RouteProviderConfig] = Field(min_length=1)
+
+    @field_validator("countries")
+    @classmethod
+    def _countries(cls, value: list[str]) -> list[str]:
+        for c in value:
+            if not (len(c) == 2 and c.isascii() and c.isupper()):
+                raise ValueError(f"{c!r} is not an ISO 3166 alpha-2 country code such as 'US'")
+        return value
+
+    @field_validator("prefixes")
+    @classmethod
+    def _prefixes(cls, value: list[str]) -> list[str]:
+        import re
+
+        for p in value:
+            if not re.fullmatch(r"\+[0-9]{1,14}", p):
+                raise ValueError(f"{p!r} is not an E.164 prefix such as '+4477'")
+        return value
+
+
 class AccountConfig(_Section):
     sid: str
     auth_token: str
@@ -306,6 +469,7 @@ class AccountConfig(_Section):
     applications: list[ApplicationConfig] = []
     phone_numbers: list[PhoneNumberConfig] = []
     fallback: FallbackConfig = FallbackConfig()
+    messaging_services: list[MessagingServiceConfig] = []
 
     _sid = field_validator("sid")(_sid_validator("AC"))
     _token = field_validator("auth_token")(_secret_check)
@@ -315,6 +479,11 @@ class AccountConfig(_Section):
         names = [i.identity for i in self.identities]
         if len(names) != len(set(names)):
             raise ValueError("identities lists an identity twice")
+        numbers = {n.number for n in self.phone_numbers}
+        for service in self.messaging_services:
+            for sender in service.senders:
+                if is_e164(sender) and sender not in numbers:
+                    raise ValueError(f"messaging service {service.sid} lists {sender}, which is not one of this account's phone_numbers")
         return self
 
 
@@ -327,8 +496,11 @@ class Config(_Section):
     logging: LoggingConfig = LoggingConfig()
     security: SecurityConfig = SecurityConfig()
     signaling: SignalingConfig = SignalingConfig()
+    messaging: MessagingConfig = MessagingConfig()
+    operator: OperatorConfig = OperatorConfig()
     accounts: list[AccountConfig] = []
     providers: list[ProviderConfig] = []
+    routes: list[RouteConfig] = []
     dev: bool = False  # set by --dev; not read from the file
 
     @model_validator(mode="after")
@@ -345,6 +517,17 @@ class Config(_Section):
         names = [p.name for p in self.providers]
         if len(names) != len(set(names)):
             raise ValueError("two providers have the same name")
+        known = set(names) or {"outbox"}  # no providers configured: the embedded outbox
+        for route in self.routes:
+            for entry in route.providers:
+                if entry.name not in known:
+                    raise ValueError(f"route {route.name!r} names provider {entry.name!r}, which is not configured")
+        route_names = [r.name for r in self.routes]
+        if len(route_names) != len(set(route_names)):
+            raise ValueError("two routes have the same name")
+        services = [s.sid for a in self.accounts for s in a.messaging_services]
+        if len(services) != len(set(services)):
+            raise ValueError("a messaging service sid appears twice")
         for account in self.accounts:
             apps = {a.sid for a in account.applications}
             for n in account.phone_numbers:
@@ -353,7 +536,7 @@ class Config(_Section):
         return self
 
 
-ENV_SECTIONS = ("server", "engine", "gateway", "presence", "tokens", "logging", "security", "signaling")
+ENV_SECTIONS = ("server", "engine", "gateway", "presence", "tokens", "logging", "security", "signaling", "messaging", "operator")
 
 
 def _path(loc: tuple[Any, ...]) -> str:

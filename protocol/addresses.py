@@ -5,7 +5,7 @@ lowercase hex digits. Prefixes in use (also listed in docs/protocol.md):
 
     AC account   SK API key   AP application   PN phone number
     CA call      SM/MM message (SMS / MMS)      SE gateway session
-    ND node      BC broadcast
+    ND node      BC broadcast   MG messaging service
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ SID_PREFIXES = {
     "SE": "gateway session",
     "ND": "node",
     "BC": "broadcast",
+    "MG": "messaging service",
 }
 
 _SID_RE = re.compile(r"^[A-Z]{2}[0-9a-f]{32}$")

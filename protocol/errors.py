@@ -125,6 +125,23 @@ class ErrorCode(enum.Enum):
     NUMBER_HAS_NO_URL = ErrorSpec(40011, "the number has no URL for this kind of request", 404)
     PROVIDER_UNKNOWN = ErrorSpec(40012, "no provider of that name", 404)
     SIGNALING_UNAVAILABLE = ErrorSpec(40013, "this node does not run the signaling role", 503)
+    OPERATOR_ONLY = ErrorSpec(40014, "operator credentials are required", 401)
+
+    # -- 21xxx / 35xxx: the Messages API (Twilio's own codes, which its helper libraries know) --
+    MESSAGE_TO_INVALID = ErrorSpec(21211, "the 'To' number is not a valid phone number or client address")
+    MESSAGE_FROM_INVALID = ErrorSpec(21212, "the 'From' number is not a valid phone number or sender id")
+    MESSAGE_BODY_REQUIRED = ErrorSpec(21602, "a message needs a 'Body' or a 'MediaUrl'")
+    MESSAGE_FROM_REQUIRED = ErrorSpec(21603, "a message needs a 'From' or a 'MessagingServiceSid'")
+    MESSAGE_TO_REQUIRED = ErrorSpec(21604, "a message needs a 'To'")
+    MESSAGE_FROM_NOT_OWNED = ErrorSpec(21606, "the 'From' is not one of this account's numbers or sender ids")
+    MESSAGE_BODY_TOO_LONG = ErrorSpec(21617, "the message body exceeds 1600 characters")
+    MESSAGE_MEDIA_INVALID = ErrorSpec(21620, "a media URL is invalid, or there are more than 10")
+    MESSAGING_SERVICE_UNKNOWN = ErrorSpec(21701, "no such messaging service in this account", 404)
+    MESSAGE_SCHEDULE_INVALID = ErrorSpec(35111, "SendAt must be in the future and within the scheduling window")
+    MESSAGE_QUEUE_FULL = ErrorSpec(21611, "the sender has too many queued messages; try again later", 429)
+    # (our own: no Twilio code says these)
+    MESSAGE_NOT_CANCELABLE = ErrorSpec(40016, "only a scheduled or queued message can be canceled", 409)
+    MESSAGE_BUDGET_EXCEEDED = ErrorSpec(40015, "the message exceeds the request's segment or cost budget")
 
     @property
     def code(self) -> int:

@@ -62,6 +62,16 @@ class SendResult:
     error_code: int | None = None
     error_message: str | None = None
     temporary: bool = False
+    # Every id the carrier gave, one per part when it was split (SMPP concatenated
+    # SMS), first part first; () means just (provider_message_id,). Delivery
+    # reports may name any of them.
+    part_ids: tuple[str, ...] = ()
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        if self.part_ids:
+            return self.part_ids
+        return (self.provider_message_id,) if self.provider_message_id else ()
 
 
 DELIVERY_STATUSES = frozenset({"delivered", "undelivered", "failed", "sent"})
@@ -78,6 +88,29 @@ class DeliveryReport:
     def __post_init__(self) -> None:
         if self.status not in DELIVERY_STATUSES:
             raise ValueError(f"delivery status {self.status!r} is not one of {sorted(DELIVERY_STATUSES)}")
+
+
+@dataclass(frozen=True)
+class InboundMessage:
+    """A message a carrier received for one of our numbers (MO)."""
+
+    provider: str
+    from_: str
+    to: str
+    body: str
+    media_urls: tuple[str, ...] = ()
+    provider_message_id: str | None = None
+
+
+class CarrierEvents(Protocol):
+    """Where a provider that hears from its carrier on its own connection (SMPP)
+    hands what it hears: delivery reports and inbound messages. (The http
+    provider's carrier calls our ingress webhooks instead.) Neither raises for a
+    report or message it cannot place: it logs and drops it."""
+
+    async def report(self, report: DeliveryReport) -> None: ...
+
+    async def inbound(self, message: InboundMessage) -> None: ...
 
 
 class Provider(Protocol):
@@ -111,21 +144,28 @@ def capability_refusal(provider: Provider, message: OutboundMessage) -> SendResu
 ProviderFactory = Callable[..., Provider]
 
 
-def _outbox(config: ProviderConfig, *, data_dir: str, session: aiohttp.ClientSession | None, clock: Clock | None, public_url: str | None) -> Provider:
+def _outbox(config: ProviderConfig, *, data_dir: str, session: aiohttp.ClientSession | None, clock: Clock | None, public_url: str | None, events: CarrierEvents | None) -> Provider:
     from .outbox import OutboxProvider  # imported on use: outbox.py imports this module
 
     return OutboxProvider(config, data_dir=data_dir, clock=clock)
 
 
-def _http(config: ProviderConfig, *, data_dir: str, session: aiohttp.ClientSession | None, clock: Clock | None, public_url: str | None) -> Provider:
+def _http(config: ProviderConfig, *, data_dir: str, session: aiohttp.ClientSession | None, clock: Clock | None, public_url: str | None, events: CarrierEvents | None) -> Provider:
     from .http import HttpProvider  # imported on use: http.py imports this module
 
     return HttpProvider(config, session=session, public_url=public_url)
 
 
+def _smpp(config: ProviderConfig, *, data_dir: str, session: aiohttp.ClientSession | None, clock: Clock | None, public_url: str | None, events: CarrierEvents | None) -> Provider:
+    from .smpp import SmppProvider  # imported on use: smpp.py imports this module
+
+    return SmppProvider(config, events=events, clock=clock)
+
+
 PROVIDER_KINDS: dict[str, ProviderFactory] = {
     "outbox": _outbox,
     "http": _http,
+    "smpp": _smpp,
 }
 
 
@@ -136,18 +176,21 @@ def build_provider(
     session: aiohttp.ClientSession | None = None,
     clock: Clock | None = None,
     public_url: str | None = None,
+    events: CarrierEvents | None = None,
 ) -> Provider:
     """The provider for one ``[[providers]]`` entry.
 
     ``session``: a shared HTTP client session (the provider makes and closes
     its own when None). ``public_url``: this server's base URL as carriers
     reach it, for the status callback URL the http provider announces.
+    ``events``: where a provider with its own carrier connection (smpp) hands
+    delivery reports and inbound messages.
     """
     try:
         factory = PROVIDER_KINDS[config.kind]
     except KeyError:
         raise ValueError(f"provider {config.name!r}: unknown kind {config.kind!r} (known: {', '.join(sorted(PROVIDER_KINDS))})") from None
-    return factory(config, data_dir=data_dir, session=session, clock=clock, public_url=public_url)
+    return factory(config, data_dir=data_dir, session=session, clock=clock, public_url=public_url, events=events)
 
 
 def default_provider_configs(configured: list[ProviderConfig]) -> list[ProviderConfig]:

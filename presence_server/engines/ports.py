@@ -109,6 +109,12 @@ class Engine(Protocol):
     bus: Bus
     calls: CallStore
     messages: MessageStore
+    # The messaging pipeline's (engines/outbound.py): jobs are enqueued through
+    # messages.create_batch, so a record and its job are stored together.
+    queue: SendQueue
+    submissions: SubmissionStore
+    links: LinkStore
+    routing_stats: RoutingStatsStore
 
     async def start(self) -> None: ...
 
@@ -133,6 +139,7 @@ MESSAGE_STATUSES = frozenset(
 )
 MESSAGE_DIRECTIONS = frozenset({"inbound", "outbound-api", "outbound-call", "outbound-reply"})
 MESSAGE_CHANNELS = frozenset({"sms", "mms", "app"})
+PRIORITY_NAMES = ("urgent", "normal", "bulk")  # index = MessageRecord.priority
 FALLBACK_REASONS = frozenset({"absent", "no-answer", "busy", "rejected", "failed", "not-acked"})
 
 import builtins  # noqa: E402 - append-only section; MessageStore.list shadows 'list'
@@ -172,12 +179,35 @@ class MessageRecord:
     date_created: float = 0.0  # epoch seconds
     date_updated: float = 0.0
     date_sent: float | None = None
+    # -- the messaging pipeline's plan for this message (docs/messaging.md) --
+    # Where status changes are POSTed (signed form), or None.
+    status_callback: str | None = None
+    priority: int = 1  # 0 urgent (one-time passwords), 1 normal (notifications), 2 bulk (marketing)
+    send_at: float | None = None  # ScheduleType=fixed: not sent before this
+    valid_until: float | None = None  # not sent after this: ends 'failed' (30001... see docs) instead
+    broadcast_sid: str | None = None  # the multi-destination request it is one destination of
+    # The intent's channel order for this destination ('app', 'sms'); () is the default, app then sms.
+    channels: tuple[str, ...] = ()
+    # Per-channel content: the rich payload an in-app recipient gets (JSON text), or None.
+    app_payload: str | None = None
+    content_version: str | None = None  # which variant of the content was sent ('app', 'sms', ...)
+    channel_reason: str | None = None  # why this channel was chosen (see docs/messaging.md)
+    route: str | None = None  # the [[routes]] entry that carried it
+    attempts: int = 0  # sends tried
+    tried_providers: tuple[str, ...] = ()  # in order; failover skips them
+    track_links: bool = False  # ShortenUrls: links become tracked short links
+    smart_encoded: bool = False
+    send_as_mms: bool = False
+    max_segments: int | None = None  # the intent's segment budget per destination
+    max_cost: float | None = None  # the intent's cost budget per destination (route entry cost x segments)
+    encoding: str | None = None  # 'GSM-7' or 'UCS-2' once the SMS text is final
 
     def __post_init__(self) -> None:
         # Checked here so that a bad record fails where it is made, as a ValueError,
         # rather than deep in a store (or, worse, stored and rendered later).
-        if isinstance(self.media_urls, list):
-            object.__setattr__(self, "media_urls", tuple(self.media_urls))
+        for name in ("media_urls", "channels", "tried_providers"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         if self.status not in MESSAGE_STATUSES:
             raise ValueError(f"message status {self.status!r} is not one of {sorted(MESSAGE_STATUSES)}")
         if self.direction not in MESSAGE_DIRECTIONS:
@@ -190,6 +220,13 @@ class MessageRecord:
             raise ValueError("a message record needs a sid and an account_sid")
         if self.num_segments < 0:
             raise ValueError("num_segments must not be negative")
+        if self.priority not in (0, 1, 2):
+            raise ValueError("priority must be 0 (urgent), 1 (normal) or 2 (bulk)")
+        if self.attempts < 0:
+            raise ValueError("attempts must not be negative")
+        bad = [c for c in self.channels if c not in ("app", "sms")]
+        if bad:
+            raise ValueError(f"channels may name only 'app' and 'sms', not {bad}")
         # Text that cannot be stored as UTF-8 (a lone surrogate from a JSON "\ud800")
         # raises UnicodeEncodeError, itself a ValueError.
         for text in (self.to, self.from_, self.body, self.error_message or "", *self.media_urls):
@@ -228,6 +265,15 @@ class MessageRecord:
             "fallback_reason": self.fallback_reason,
             "related_call_sid": self.related_call_sid,
             "provider": self.provider,
+            "priority": PRIORITY_NAMES[self.priority],
+            "send_at": _rfc2822(self.send_at),
+            "valid_until": _rfc2822(self.valid_until),
+            "broadcast_sid": self.broadcast_sid,
+            "channel_reason": self.channel_reason,
+            "content_version": self.content_version,
+            "route": self.route,
+            "attempts": self.attempts,
+            "encoding": self.encoding,
         }
 
 
@@ -261,9 +307,35 @@ class MessageStore(Protocol):
         from_: str | None = None,
         sent_after: float | None = None,
         sent_before: float | None = None,
+        broadcast_sid: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> builtins.list[MessageRecord]:  # builtins.: inside this class, 'list' is the method
         """The account's records, newest first (by date_created, then by when they
         were stored). ``sent_after`` is inclusive and ``sent_before`` exclusive,
-        both on date_sent: a record never sent does not match a date filter."""
+        both on date_sent: a record never sent does not match a date filter.
+        ``broadcast_sid`` keeps the messages of one broadcast."""
+
+    async def create_batch(
+        self,
+        records: Sequence[MessageRecord],
+        jobs: Sequence[SendJob] = (),
+        broadcast: BroadcastRecord | None = None,
+    ) -> None:
+        """Store new records, enqueue their send jobs (on this engine's
+        :class:`SendQueue`) and store the broadcast they belong to, all or
+        nothing: after a crash either all of it is there or none is. This is
+        what makes an accepted message durable before the API answers 201.
+        A sid already stored raises ValueError and stores nothing."""
+
+    async def last_sender(self, account_sid: str, messaging_service_sid: str, to: str) -> str | None:
+        """The ``from`` of the newest record of this messaging service to this
+        destination (sticky sender), or None."""
+
+    async def get_broadcast(self, account_sid: str, sid: str) -> BroadcastRecord | None: ...
+
+    async def list_broadcasts(self, account_sid: str, *, limit: int = 50, offset: int = 0) -> builtins.list[BroadcastRecord]:
+        """Newest first."""
+
+
+from .outbound import BroadcastRecord, LinkStore, RoutingStatsStore, SendJob, SendQueue, SubmissionStore  # noqa: E402 - see the note on this section
