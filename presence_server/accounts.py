@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from protocol.tokens import SigningKey
 
-from .config import AccountConfig, ApplicationConfig, Config, FallbackConfig, PhoneNumberConfig
+from .config import AccountConfig, ApplicationConfig, Config, FallbackConfig, MessagingServiceConfig, PhoneNumberConfig
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,7 @@ class Account:
     applications: dict[str, ApplicationConfig] = field(default_factory=dict)
     numbers: dict[str, PhoneNumberConfig] = field(default_factory=dict)  # E.164 -> number
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    messaging_services: dict[str, MessagingServiceConfig] = field(default_factory=dict)  # sid -> service
 
     @classmethod
     def from_config(cls, cfg: AccountConfig) -> Account:
@@ -46,6 +47,7 @@ class Account:
             applications={a.sid: a for a in cfg.applications},
             numbers={n.number: n for n in cfg.phone_numbers},
             fallback=cfg.fallback,
+            messaging_services={s.sid: s for s in cfg.messaging_services},
         )
 
     def identity_for_phone(self, phone: str) -> str | None:

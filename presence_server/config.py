@@ -269,9 +269,10 @@ class ProviderConfig(_Section):
     # kind = "smpp": an SMPP 3.4 transceiver bind (docs/carriers.md).
     host: str | None = None
     port: int = Field(2775, ge=1, le=65535)
-    system_id: str | None = None
-    password: str | None = None
-    system_type: str = ""
+    # SMPP 3.4 field sizes (C-octet strings without the terminating NUL).
+    system_id: str | None = Field(None, max_length=15)
+    password: str | None = Field(None, max_length=8)
+    system_type: str = Field("", max_length=12)
     window: int = Field(10, ge=1, le=1000)  # submits in flight before waiting for responses
     enquire_link_interval: float = Field(30.0, gt=0)
     reconnect_max: float = Field(60.0, gt=0)  # the longest wait between reconnects

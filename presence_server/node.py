@@ -14,6 +14,7 @@ from protocol.addresses import new_sid
 
 from .accounts import AccountRegistry
 from .carriers import Provider, build_provider, default_provider_configs
+from .carriers.base import CarrierEvents, DeliveryReport, InboundMessage
 from .clock import Clock, SystemClock
 from .config import Config
 from .engines.memory import MemoryEngine
@@ -21,6 +22,7 @@ from .engines.redis import RedisEngine
 from .engines.ports import Engine
 from .gateway.gateway import Gateway
 from .mailbox import Mailbox
+from .messaging.service import MessagingService, inbound_adapter
 from .roles import ROLES
 from .signaling.fetcher import InstructionFetcher
 from .signaling.service import SignalingService
@@ -40,6 +42,21 @@ def build_engine(config: Config) -> Engine:
     return RedisEngine(config.engine.url, data_dir=config.engine.data_dir)
 
 
+class CarrierEventsProxy:
+    """Hands carrier events to the messaging pipeline once it exists (providers
+    are made first, as the pipeline routes over them)."""
+
+    target: CarrierEvents | None = None
+
+    async def report(self, report: DeliveryReport) -> None:
+        if self.target is not None:
+            await self.target.report(report)
+
+    async def inbound(self, message: InboundMessage) -> None:
+        if self.target is not None:
+            await self.target.inbound(message)
+
+
 class Node:
     def __init__(
         self, config: Config, *, clock: Clock | None = None, engine: Engine | None = None, roles: tuple[str, ...] = ROLES
@@ -55,12 +72,16 @@ class Node:
         self.mailbox = Mailbox(self.engine.bus, self.node_id)
         # Carrier providers (by name): started after the engine, closed before it.
         # With none configured, the embedded outbox records what would be sent.
+        # Reports and inbound messages from a provider's own connection (SMPP) go
+        # to the messaging pipeline, made below: the proxy is filled in then.
+        self.carrier_events = CarrierEventsProxy()
         self.providers: dict[str, Provider] = {
             p.name: build_provider(
                 p,
                 data_dir=config.engine.data_dir,
                 clock=self.clock,
                 public_url=config.server.base_url(),
+                events=self.carrier_events,
             )
             for p in default_provider_configs(config.providers)
         }
@@ -85,6 +106,14 @@ class Node:
             UrlPolicy(allow_private=config.security.allow_private_urls, allow_loopback=config.dev)
         )
         self.webhooks = WebhookSender(self.http, self.clock)
+        # Every node accepts messages and takes delivery reports; only a node with
+        # the messaging role sends them.
+        self.messaging = MessagingService(
+            config=config, engine=self.engine, accounts=self.accounts, presence=self.presence, mailbox=self.mailbox,
+            providers=self.providers, webhooks=self.webhooks, clock=self.clock, worker=self.node_id,
+            dispatch="messaging" in roles,
+        )
+        self.carrier_events.target = self.messaging.reports
         self.signaling: SignalingService | None = None
         if "signaling" in roles:
             self.signaling = SignalingService(
@@ -96,9 +125,10 @@ class Node:
                 mailbox=self.mailbox,
                 fetcher=InstructionFetcher(self.http, max_bytes=config.signaling.instruction_max_bytes),
                 webhooks=self.webhooks,
-                providers=self.providers,
+                messaging=self.messaging,
                 clock=self.clock,
             )
+            self.messaging.set_inbound(inbound_adapter(self.accounts, self.signaling.ingress_message))
         self.app = build_app(self)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -110,6 +140,7 @@ class Node:
         await self.mailbox.start()
         for provider in self.providers.values():
             await provider.start()
+        await self.messaging.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host or self.config.server.host, self.config.server.port if port is None else port)
@@ -146,6 +177,7 @@ class Node:
             await self._runner.cleanup()
         if self.signaling is not None:
             await self.signaling.close()
+        await self.messaging.close()
         await self.webhooks.close()
         await self.http.close()
         await self.hub.close()

@@ -326,6 +326,9 @@ class Ack(ClientFrame):
 
     TYPE: ClassVar[str] = "ack"
     sid: str = ""
+    # True: the user has seen it (the message's status becomes 'read'); an ack
+    # with read=true counts as the delivery ack too.
+    read: bool = False
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Ack:
@@ -333,7 +336,10 @@ class Ack(ClientFrame):
         if not (is_sid(sid, "SM") or is_sid(sid, "MM")):
             raise _invalid("sid", "must be a message sid (SM or MM + 32 hex digits)")
         assert isinstance(sid, str)
-        return cls(id=request_id(obj), sid=sid)
+        read = obj.get("read", False)
+        if not isinstance(read, bool):
+            raise _invalid("read", "must be true or false")
+        return cls(id=request_id(obj), sid=sid, read=read)
 
 
 CALL_FRAME_TYPES = frozenset({"call", "ringing", "accept", "reject", "hangup", "signal", "ack"})
@@ -544,6 +550,8 @@ class InAppMessage(ServerFrame):
     body: str = ""
     media: list[str] = field(default_factory=list)
     caller: str = ""  # 'from' on the wire
+    # The in-app variant's rich content (any JSON value), when the sender gave one.
+    payload: Any = None
 
     def to_wire(self) -> dict[str, Any]:
         out = super().to_wire()

@@ -283,7 +283,7 @@ class Connection:
         owner = self.message_owners.get(frame.sid)
         if owner is None:
             raise RemoteProtocolError(ErrorCode.MESSAGE_NOT_FOUND)
-        await self.gateway.mailbox.send(owner, "ack", sid=frame.sid, **self._identity_fields())
+        await self.gateway.mailbox.send(owner, "ack", sid=frame.sid, read=frame.read, **self._identity_fields())
         if frame.id is not None:
             self.send_frame(m.Ok(id=frame.id))
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import calls, dev, ingress, ingress_carrier, messages, presence
+from . import broadcasts, calls, dev, ingress, ingress_carrier, messages, presence, tracking
 from .app_keys import ACCOUNTS, CALLS, NODE, PRESENCE
 from .errors import error_middleware
 
@@ -43,5 +43,7 @@ def build_app(node: Node) -> web.Application:
         dev.add_routes(app)
     presence.add_routes(app)
     messages.add_routes(app)
+    broadcasts.add_routes(app)
+    tracking.add_routes(app)
     ingress_carrier.add_routes(app)
     return app

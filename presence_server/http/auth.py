@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 
 from aiohttp import web
 
 from protocol.errors import ErrorCode
 
 from ..accounts import Account, AccountRegistry
+from ..config import OperatorConfig
 from .errors import ApiError
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="presence-server"'}
@@ -50,3 +52,20 @@ def account_in_path(request: web.Request, accounts: AccountRegistry) -> Account:
     if request.match_info.get("account_sid") != account.sid:
         raise ApiError(ErrorCode.NOT_FOUND)
     return account
+
+
+_OPERATOR_CHALLENGE = {"WWW-Authenticate": 'Basic realm="presence-server operator"'}
+
+
+def operator(request: web.Request, config: OperatorConfig) -> None:
+    """Require the operator's credentials (HTTP Basic, [operator] in the config).
+    With none configured, operator endpoints are closed to everyone."""
+    if config.username is None or config.password is None:
+        raise ApiError(ErrorCode.OPERATOR_ONLY, "no operator credentials are configured ([operator] username and password)")
+    creds = basic_credentials(request)
+    if creds is None:
+        raise ApiError(ErrorCode.OPERATOR_ONLY, headers=_OPERATOR_CHALLENGE)
+    user_ok = hmac.compare_digest(creds[0].encode(), config.username.encode())
+    password_ok = hmac.compare_digest(creds[1].encode(), config.password.encode())
+    if not (user_ok and password_ok):
+        raise ApiError(ErrorCode.OPERATOR_ONLY, headers=_OPERATOR_CHALLENGE)

@@ -1,11 +1,12 @@
 """Carrier webhooks: ``POST /v1/Ingress/{provider}/Status`` (delivery reports).
 
 A carrier reports what became of a message it accepted; the report names the
-message by the carrier's own id (``provider_message_id``), so the record is
-found by provider and id - a report can only ever touch the messages its own
-provider sent. The request is authenticated with the provider's inbound
-credentials. Reports are idempotent: the same report twice answers 200 and
-changes nothing, and a late ``sent`` never undoes a final status.
+message by the carrier's own id (``provider_message_id``), so it is matched by
+provider and id - a report can only ever touch the messages its own provider
+sent. The request is authenticated with the provider's inbound credentials.
+The messaging pipeline applies it (messaging/reports.py): idempotent (the same
+report twice answers 200 and changes nothing; a late ``sent`` never undoes a
+final status), and counted in the routing statistics.
 """
 
 from __future__ import annotations
@@ -98,34 +99,16 @@ def ingress_provider(request: web.Request) -> Provider:
 async def status_report(request: web.Request) -> web.Response:
     provider = ingress_provider(request)
     report = parse_report(provider.name, await _fields(request))
-    store = request.app[MESSAGES]
-    record = await store.find_by_provider_id(provider.name, report.provider_message_id)
-    if record is None:
+    reports = request.app[NODE].messaging.reports
+    result = await reports.apply(report)
+    if result.outcome == "unknown":
+        # It may be about a send whose answer is not stored yet: kept a while and
+        # applied if it turns up. The carrier is told 404 either way (and may retry).
+        reports.park(report)
         raise ApiError(ErrorCode.NOT_FOUND, f"provider {provider.name!r} sent no message with id {report.provider_message_id[:64]!r}")
-    bound = log.bind(provider=provider.name, message_sid=record.sid, account_sid=record.account_sid, status=report.status)
-
-    duplicate = record.status == report.status and (report.error_code is None or report.error_code == record.error_code)
-    # Reports can arrive out of order; 'sent' after a final status is stale news.
-    stale = report.status == "sent" and record.status in FINAL_STATUSES
-    if duplicate or stale:
-        bound.info("delivery report changes nothing", previous=record.status)
-        return web.json_response({"message_sid": record.sid, "status": record.status, "changed": False})
-
-    now = request.app[NODE].clock.time()
-    changes: dict[str, Any] = {"status": report.status, "date_updated": now}
-    if report.status in ("undelivered", "failed"):
-        changes["error_code"] = report.error_code or UNKNOWN_ERROR
-        changes["error_message"] = f"the carrier reported the message {report.status}"
-    elif report.status == "delivered":
-        changes["error_code"] = None
-        changes["error_message"] = None
-    if record.date_sent is None and report.status in ("sent", "delivered"):
-        changes["date_sent"] = report.timestamp if report.timestamp is not None else now
-    updated = await store.update(record.account_sid, record.sid, **changes)
-    if updated is None:  # removed between the lookup and the update
-        raise ApiError(ErrorCode.NOT_FOUND, f"provider {provider.name!r} sent no message with id {report.provider_message_id[:64]!r}")
-    bound.info("delivery report applied", previous=record.status, error_code=updated.error_code)
-    return web.json_response({"message_sid": updated.sid, "status": updated.status, "changed": True})
+    record = result.record
+    assert record is not None
+    return web.json_response({"message_sid": record.sid, "status": record.status, "changed": result.outcome == "applied"})
 
 
 def add_routes(app: web.Application) -> None:

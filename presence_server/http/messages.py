@@ -1,5 +1,8 @@
-"""REST: the Twilio-compatible Message resource, read side.
+"""REST: the Twilio-compatible Message resource.
 
+``POST /2010-04-01/Accounts/{AccountSid}/Messages.json`` sends (a form with
+Twilio's parameters, docs/messaging.md); ``POST .../Messages/{Sid}.json`` with
+``Status=canceled`` cancels a scheduled or queued message.
 ``GET /2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json`` and
 ``GET /2010-04-01/Accounts/{AccountSid}/Messages.json`` with ``To``, ``From``,
 ``DateSent`` (also ``DateSent<`` / ``DateSent>``), ``PageSize``, ``Page`` and
@@ -13,10 +16,17 @@ import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from typing import Any
+
 from aiohttp import web
+from multidict import MultiDictProxy
 
 from protocol.addresses import is_sid
-from protocol.errors import ErrorCode
+from protocol.errors import ErrorCode, RemoteProtocolError
+from protocol.plans import PRIORITY_NAMES, priority_of
+
+from ..messaging.intake import SendRequest
+from . import forms
 
 from .app_keys import ACCOUNTS, MESSAGES, NODE
 from .auth import account_in_path
@@ -111,7 +121,105 @@ async def get_list(request: web.Request) -> web.Response:
     return web.json_response(page.envelope("messages", items, request.path, len(records) > page.size))
 
 
+_CREATE_PARAMS = frozenset({
+    "To", "From", "MessagingServiceSid", "Body", "MediaUrl", "StatusCallback", "ValidityPeriod", "ScheduleType", "SendAt",
+    "ShortenUrls", "SmartEncoded", "SendAsMms", "Priority",
+})
+
+
+def _flag(form: MultiDictProxy[Any], name: str) -> bool:
+    value = forms.text(form, name, max_len=5)
+    if value is None:
+        return False
+    if value.lower() not in ("true", "false"):
+        raise forms.bad(name, "must be true or false")
+    return value.lower() == "true"
+
+
+def _send_at(form: MultiDictProxy[Any]) -> float | None:
+    schedule = forms.text(form, "ScheduleType", max_len=16)
+    raw = forms.text(form, "SendAt", max_len=40)
+    if schedule is None and raw is None:
+        return None
+    if schedule != "fixed":
+        raise forms.bad("ScheduleType", "must be 'fixed' (with SendAt)")
+    if raw is None:
+        raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, "ScheduleType=fixed needs SendAt")
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, f"SendAt {raw!r} is not an ISO 8601 time such as 2026-11-21T10:00:00Z") from None
+    if when.tzinfo is None:
+        raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, "SendAt must give its time zone (Z or +00:00)")
+    return when.timestamp()
+
+
+def parse_send_form(form: MultiDictProxy[Any]) -> SendRequest:
+    unknown = sorted(k for k in form.keys() if k not in _CREATE_PARAMS)
+    if unknown:
+        raise forms.bad(unknown[0], "is not a parameter of this request")
+    to = forms.text(form, "To", max_len=200)
+    if to is None:
+        raise ApiError(ErrorCode.MESSAGE_TO_REQUIRED)
+    media = tuple(v for v in form.getall("MediaUrl", []) if isinstance(v, str) and v)
+    if any(not isinstance(v, str) for v in form.getall("MediaUrl", [])):
+        raise ApiError(ErrorCode.MESSAGE_MEDIA_INVALID, "MediaUrl must be text")
+    body = form.get("Body", "")
+    if not isinstance(body, str):
+        raise forms.bad("Body", "must be text")
+    priority = forms.text(form, "Priority", max_len=8)
+    if priority is not None and priority not in PRIORITY_NAMES:
+        raise forms.bad("Priority", f"must be one of {', '.join(PRIORITY_NAMES)}")
+    validity = forms.text(form, "ValidityPeriod", max_len=12)
+    return SendRequest(
+        to=to,
+        body=body,
+        from_=forms.text(form, "From", max_len=200),
+        messaging_service_sid=forms.text(form, "MessagingServiceSid", max_len=64),
+        media_urls=media,
+        status_callback=forms.url(form, "StatusCallback"),
+        validity=None if validity is None else forms.integer(form, "ValidityPeriod", default=0, low=1, high=36000),
+        send_at=_send_at(form),
+        track_links=_flag(form, "ShortenUrls"),
+        smart_encoded=_flag(form, "SmartEncoded"),
+        send_as_mms=_flag(form, "SendAsMms"),
+        priority=None if priority is None else priority_of(priority),
+    )
+
+
+async def create(request: web.Request) -> web.Response:
+    account = account_in_path(request, request.app[ACCOUNTS])
+    form = await request.post()
+    send = parse_send_form(form)
+    try:
+        (record,) = await request.app[NODE].messaging.send(account, [send])
+    except RemoteProtocolError as exc:
+        if exc.error is ErrorCode.MESSAGE_QUEUE_FULL:
+            raise ApiError(exc.error, exc.message, headers={"Retry-After": "1"}) from None
+        raise
+    return web.json_response(record.to_api(API_VERSION), status=201)
+
+
+async def update(request: web.Request) -> web.Response:
+    account = account_in_path(request, request.app[ACCOUNTS])
+    sid = request.match_info["sid"]
+    form = await request.post()
+    unknown = sorted(k for k in form.keys() if k != "Status")
+    if unknown:
+        raise forms.bad(unknown[0], "cannot be changed (only Status=canceled is supported)")
+    if form.get("Status") != "canceled":
+        raise forms.bad("Status", "must be 'canceled'")
+    if not (is_sid(sid, "SM") or is_sid(sid, "MM")):
+        raise _not_found(request)
+    record = await request.app[NODE].messaging.cancel(account.sid, sid)
+    if record is None:
+        raise _not_found(request)
+    return web.json_response(record.to_api(API_VERSION))
+
+
 def add_routes(app: web.Application) -> None:
     app[MESSAGES] = app[NODE].engine.messages  # type: ignore[attr-defined]
     app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages.json", get_list)
+    app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages.json", create)
     app.router.add_get("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json", get_one)
+    app.router.add_post("/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json", update)

@@ -159,7 +159,7 @@ async def _message(ex: Executor, run: Run, verb: Message, base: str) -> Outcome:
     if verb.action is None:
         svc.spawn(send)  # nothing waits on the outcome: the document goes on
         return None
-    record = await send
+    record = await svc.delivery.settled(await send)
     return await ex.follow(run, base, verb.action, verb.method, {"MessageSid": record.sid, "MessageStatus": record.status})
 
 

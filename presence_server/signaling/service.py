@@ -25,12 +25,12 @@ from protocol.instructions import Client, Number, Verb
 from protocol.presence import SessionPresence
 
 from ..accounts import Account, AccountRegistry, Webhook
-from ..carriers.base import Provider
 from ..clock import Clock
 from ..config import Config
 from ..engines.calls import CallRecord, CallStore
 from ..engines.ports import MessageRecord, MessageStore
 from ..mailbox import Mailbox
+from ..messaging.service import MessagingService
 from ..presence.service import PresenceService
 from ..tasks import TaskSet
 from ..webhooks import WebhookSender
@@ -86,7 +86,7 @@ class SignalingService:
         mailbox: Mailbox,
         fetcher: InstructionFetcher,
         webhooks: WebhookSender,
-        providers: dict[str, Provider],
+        messaging: MessagingService,
         clock: Clock,
     ) -> None:
         self.config = config
@@ -97,7 +97,7 @@ class SignalingService:
         self.mailbox = mailbox
         self.fetcher = fetcher
         self.webhooks = webhooks
-        self.providers = providers
+        self.messaging = messaging
         self.clock = clock
         self.delivery = Delivery(self)
         self.executor = Executor(self)
@@ -106,7 +106,6 @@ class SignalingService:
         self._tasks = TaskSet("signaling")
         mailbox.on("place_call", self._on_place_call)
         mailbox.on("call_event", self._on_call_event)
-        mailbox.on("ack", lambda msg: self.delivery.on_ack(msg["sid"]))
 
     # -- plumbing used by the ringer, the executor and delivery ---------------------------
 

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from presence_server.engines.memory import MemoryEngine
+from presence_server.engines.outbound import BroadcastRecord, SendJob
 from presence_server.engines.ports import Engine, EngineUnavailable, MessageRecord
 from protocol.addresses import new_sid
 
@@ -202,6 +203,230 @@ def test_records_check_their_values() -> None:
     with pytest.raises(ValueError):
         record(body="\ud800")
     assert record(media_urls=["https://x"]).media_urls == ("https://x",)  # type: ignore[arg-type]
+
+
+# -- The messaging pipeline: record fields, batches, broadcasts, sticky senders -----------
+
+T = 1_700_000_000.0
+
+
+def full_record(account: str = ACCOUNT, **fields: Any) -> MessageRecord:
+    data: dict[str, Any] = {
+        "status_callback": "https://example.com/status?x=1&y=ü",
+        "priority": 0,
+        "send_at": T + 60,
+        "valid_until": T + 3600.5,
+        "broadcast_sid": new_sid("BC"),
+        "channels": ("app", "sms"),
+        "app_payload": '{"title": "Your code", "data": {"code": "123456"}}',
+        "content_version": "app",
+        "channel_reason": "app-online",
+        "route": "us-otp",
+        "attempts": 2,
+        "tried_providers": ("carrier-a", "carrier-b"),
+        "track_links": True,
+        "smart_encoded": True,
+        "send_as_mms": True,
+        "max_segments": 3,
+        "max_cost": 0.0375,
+        "encoding": "UCS-2",
+    }
+    data.update(fields)
+    return record(account, **data)
+
+
+def send_job(rec: MessageRecord, **fields: Any) -> SendJob:
+    return SendJob(rec.account_sid, rec.sid, rec.priority, fields.pop("due_at", T), sender=rec.from_, **fields)
+
+
+def broadcast(account: str = ACCOUNT, **fields: Any) -> BroadcastRecord:
+    data: dict[str, Any] = {
+        "sid": new_sid("BC"),
+        "account_sid": account,
+        "destinations": 2,
+        "intent": {"channels": ["app", "sms"], "ttl": 3600, "fallback": {"after": 30.5, "to": None}, "track": True},
+        "content": {"sms": {"body": "Hi ü 👋"}, "app": {"title": "Hi", "data": {"k": [1, 2.5, "x"]}}},
+        "date_created": T,
+        "messaging_service_sid": new_sid("MG"),
+        "from_": "+15550199999",
+    }
+    data.update(fields)
+    return BroadcastRecord(**data)
+
+
+async def test_pipeline_fields_round_trip(engine: Engine) -> None:
+    rec = full_record()
+    await engine.messages.create(rec)
+    assert await engine.messages.get(ACCOUNT, rec.sid) == rec
+    in_batch = full_record(priority=2, channels=("sms",), send_as_mms=False, max_cost=None)
+    await engine.messages.create_batch([in_batch])
+    assert await engine.messages.get(ACCOUNT, in_batch.sid) == in_batch
+    updated = await engine.messages.update(
+        ACCOUNT, rec.sid, attempts=3, tried_providers=["carrier-a", "carrier-b", "carrier-c"], track_links=False, route=None
+    )
+    assert updated is not None
+    assert updated.tried_providers == ("carrier-a", "carrier-b", "carrier-c") and updated.track_links is False
+    assert await engine.messages.get(ACCOUNT, rec.sid) == updated
+    # The defaults round-trip too, with their types (a tuple, a bool).
+    plain = record()
+    await engine.messages.create(plain)
+    got = await engine.messages.get(ACCOUNT, plain.sid)
+    assert got == plain
+    assert got is not None and got.channels == () and got.tried_providers == () and got.track_links is False
+    assert isinstance(got.track_links, bool) and isinstance(got.smart_encoded, bool) and isinstance(got.send_as_mms, bool)
+
+
+@pytest.mark.parametrize("changes", [{"priority": 3}, {"attempts": -1}, {"channels": ("pigeon",)}])
+async def test_update_refuses_bad_pipeline_values(engine: Engine, changes: dict[str, Any]) -> None:
+    rec = full_record()
+    await engine.messages.create(rec)
+    with pytest.raises(ValueError):
+        await engine.messages.update(ACCOUNT, rec.sid, **changes)
+    assert await engine.messages.get(ACCOUNT, rec.sid) == rec
+
+
+async def test_create_batch_stores_records_jobs_and_broadcast(engine: Engine) -> None:
+    bc = broadcast()
+    recs = [full_record(broadcast_sid=bc.sid, to=f"+1555010000{i}", date_created=T + i) for i in range(2)]
+    await engine.messages.create_batch(recs, [send_job(r) for r in recs], bc)
+    for r in recs:
+        assert await engine.messages.get(ACCOUNT, r.sid) == r
+    assert await engine.messages.get_broadcast(ACCOUNT, bc.sid) == bc
+    assert await engine.queue.depth(ACCOUNT) == 2
+    claimed = await engine.queue.claim(T, 0, 10, T + 30, "w")
+    assert [j.message_sid for j in claimed] == [r.sid for r in recs]
+    await engine.messages.create_batch([])  # nothing: a no-op
+
+
+async def test_create_batch_is_all_or_nothing(engine: Engine) -> None:
+    existing = record()
+    await engine.messages.create(existing)
+    bc = broadcast()
+    fresh = record(broadcast_sid=bc.sid)
+    clash = dataclasses.replace(existing, body="again", broadcast_sid=bc.sid)
+    with pytest.raises(ValueError):
+        await engine.messages.create_batch([fresh, clash], [send_job(fresh), send_job(clash)], bc)
+    assert await engine.messages.get(ACCOUNT, fresh.sid) is None
+    assert await engine.messages.get(ACCOUNT, existing.sid) == existing
+    assert await engine.messages.get_broadcast(ACCOUNT, bc.sid) is None
+    assert await engine.messages.list_broadcasts(ACCOUNT) == []
+    assert await engine.messages.list(ACCOUNT, broadcast_sid=bc.sid) == []
+    assert await engine.queue.depth() == 0
+    assert await engine.queue.next_due() is None
+    # A sid twice in the batch itself stores nothing either.
+    twice = record()
+    with pytest.raises(ValueError):
+        await engine.messages.create_batch([twice, dataclasses.replace(twice, body="b")], [send_job(twice)])
+    assert await engine.messages.get(ACCOUNT, twice.sid) is None
+    assert await engine.queue.depth() == 0
+    # The same batch without the clash is stored whole.
+    await engine.messages.create_batch([fresh], [send_job(fresh)], bc)
+    assert await engine.messages.get(ACCOUNT, fresh.sid) == fresh
+    assert await engine.messages.get_broadcast(ACCOUNT, bc.sid) == bc
+    assert await engine.queue.depth(ACCOUNT) == 1
+
+
+async def test_create_batch_refuses_a_broadcast_sid_already_stored(engine: Engine) -> None:
+    bc = broadcast()
+    await engine.messages.create_batch([record(broadcast_sid=bc.sid)], (), bc)
+    fresh = record(broadcast_sid=bc.sid)
+    with pytest.raises(ValueError):
+        await engine.messages.create_batch([fresh], [send_job(fresh)], dataclasses.replace(bc, destinations=9))
+    assert await engine.messages.get(ACCOUNT, fresh.sid) is None
+    assert await engine.queue.depth() == 0
+    assert await engine.messages.get_broadcast(ACCOUNT, bc.sid) == bc
+
+
+async def test_concurrent_batches_fail_alone(engine: Engine) -> None:
+    existing = record()
+    await engine.messages.create(existing)
+    good = [record(date_created=T + i) for i in range(40)]
+    calls = [engine.messages.create_batch([r], [send_job(r)]) for r in good]
+    calls.insert(17, engine.messages.create_batch([dataclasses.replace(existing, body="x")], [send_job(existing)]))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    assert [i for i, r in enumerate(results) if r is not None] == [17]
+    assert isinstance(results[17], ValueError)
+    assert len(await engine.messages.list(ACCOUNT, limit=100)) == 41
+    assert await engine.queue.depth(ACCOUNT) == 40
+
+
+async def test_list_by_broadcast(engine: Engine) -> None:
+    account = new_sid("AC")
+    bc, other_bc = broadcast(account), broadcast(account)
+    mine = [record(account, broadcast_sid=bc.sid, to=f"+1555010000{i}", date_created=T + i) for i in range(4)]
+    await engine.messages.create_batch(mine, (), bc)
+    await engine.messages.create_batch([record(account, broadcast_sid=other_bc.sid, date_created=T + 9)], (), other_bc)
+    await engine.messages.create(record(account, date_created=T + 10))
+    await engine.messages.create(record(OTHER, broadcast_sid=bc.sid, date_created=T + 11))  # another account's
+    store = engine.messages
+
+    async def sids(**filters: Any) -> list[str]:
+        return [r.sid for r in await store.list(account, **filters)]
+
+    newest_first = [r.sid for r in reversed(mine)]
+    assert await sids(broadcast_sid=bc.sid) == newest_first
+    assert await sids(broadcast_sid=bc.sid, limit=2, offset=1) == newest_first[1:3]
+    assert await sids(broadcast_sid=bc.sid, to="+15550100002") == [mine[2].sid]
+    assert await sids(broadcast_sid=new_sid("BC")) == []
+    assert len(await sids()) == 6
+
+
+async def test_last_sender_is_the_newest_records_from(engine: Engine) -> None:
+    account = new_sid("AC")
+    service, other_service = new_sid("MG"), new_sid("MG")
+    dest = "+15550100001"
+    assert await engine.messages.last_sender(account, service, dest) is None
+
+    async def create(from_: str, at: float, *, to: str = dest, svc: str | None = service, acc: str = account) -> MessageRecord:
+        rec = record(acc, from_=from_, to=to, messaging_service_sid=svc, date_created=at)
+        await engine.messages.create(rec)
+        return rec
+
+    await create("+15550000001", T)
+    await create("+15550000002", T + 10)
+    await create("+15550000003", T + 5)  # stored later, but older
+    await create("+15550000004", T + 20, svc=other_service)
+    await create("+15550000005", T + 30, to="+15550100002")
+    await create("+15550000006", T + 40, svc=None)
+    await create("+15550000007", T + 50, acc=OTHER)
+    assert await engine.messages.last_sender(account, service, dest) == "+15550000002"
+    latest = await create("+15550000008", T + 10)  # the same instant: the one stored last is newer
+    assert await engine.messages.last_sender(account, service, dest) == "+15550000008"
+    assert await engine.messages.last_sender(account, other_service, dest) == "+15550000004"
+    assert await engine.messages.last_sender(account, service, "+15550100002") == "+15550000005"
+    assert await engine.messages.last_sender(account, service, "+15550100003") is None
+    assert await engine.messages.last_sender(OTHER, service, dest) == "+15550000007"
+    assert await engine.messages.last_sender(new_sid("AC"), service, dest) is None
+    # The record's from as it is now (a sender chosen after the record was made).
+    await engine.messages.update(account, latest.sid, from_="+15550000009")
+    assert await engine.messages.last_sender(account, service, dest) == "+15550000009"
+
+
+async def test_broadcasts_get_and_list_newest_first(engine: Engine) -> None:
+    account = new_sid("AC")
+    made = [broadcast(account, date_created=T + i) for i in (3, 1, 2)]
+    same_time = [broadcast(account, date_created=T + 5, messaging_service_sid=None, from_=None) for _ in range(2)]
+    for b in made + same_time:
+        await engine.messages.create_batch([record(account, broadcast_sid=b.sid)], (), b)
+    for b in made + same_time:
+        assert await engine.messages.get_broadcast(account, b.sid) == b
+    listed = await engine.messages.list_broadcasts(account)
+    expected = [same_time[1], same_time[0], made[0], made[2], made[1]]
+    assert listed == expected
+    assert await engine.messages.list_broadcasts(account, limit=2, offset=2) == expected[2:4]
+    assert await engine.messages.list_broadcasts(account, limit=2, offset=5) == []
+    assert await engine.messages.list_broadcasts(account, limit=0) == []
+    assert await engine.messages.get_broadcast(account, new_sid("BC")) is None
+
+
+async def test_another_accounts_broadcast_is_not_found(engine: Engine) -> None:
+    account = new_sid("AC")
+    bc = broadcast(account)
+    await engine.messages.create_batch([record(account, broadcast_sid=bc.sid)], (), bc)
+    assert await engine.messages.get_broadcast(OTHER, bc.sid) is None
+    assert await engine.messages.list_broadcasts(OTHER) == []
+    assert await engine.messages.list(OTHER, broadcast_sid=bc.sid) == []
+    assert await engine.messages.get_broadcast(account, bc.sid) == bc
 
 
 # -- The embedded engine's own promises (its file), beyond the shared contract -------------

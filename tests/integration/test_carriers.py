@@ -31,6 +31,7 @@ from presence_server.carriers.outbox import OutboxProvider
 from presence_server.config import ProviderConfig
 from presence_server.engines.ports import MessageRecord
 from protocol.addresses import new_sid
+from tests.helpers.carrier import FakeCarrier
 from tests.helpers.servers import RunningServer, start_server
 
 INBOUND_USER = "carrier-user"
@@ -51,43 +52,6 @@ def message(**fields: Any) -> OutboundMessage:
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-# -- A real carrier API on loopback ------------------------------------------------------
-
-
-class FakeCarrier:
-    """An HTTP server that answers each POST as told and remembers what it got."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.answer: bytes = b'{"id": "carrier-1"}'
-        self.delay = 0.0
-        self.requests: list[dict[str, Any]] = []
-        self.headers: dict[str, str] = {}
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        self.requests.append({"headers": dict(request.headers), "json": json.loads(raw) if raw else None})
-        if self.delay:
-            await asyncio.sleep(self.delay)
-        return web.Response(status=self.status, body=self.answer, headers=self.headers, content_type="application/json")
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/messages", self.handle)
-        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/messages"
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @pytest.fixture
@@ -333,7 +297,7 @@ async def test_outbox_on_an_unusable_data_dir_fails_at_start(tmp_path: Path) -> 
 
 
 def test_registry_and_defaults() -> None:
-    assert set(PROVIDER_KINDS) == {"outbox", "http"}
+    assert set(PROVIDER_KINDS) == {"outbox", "http", "smpp"}
     (default,) = default_provider_configs([])
     assert (default.name, default.kind) == ("outbox", "outbox")
     configured = [ProviderConfig(name="a", kind="http", url="https://carrier.example.com")]

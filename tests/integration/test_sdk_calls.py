@@ -425,17 +425,16 @@ async def test_in_app_message_is_delivered_and_acked(env: SignalingEnv, make_cli
 
 
 async def test_duplicate_message_is_delivered_once_and_acked_twice(env: SignalingEnv, make_client: Any, monkeypatch: Any) -> None:
-    # Every ack that reaches the signaling node (the gateway forwards it there).
+    # Every ack that reaches the messaging node (the gateway forwards it there).
     acks: list[str] = []
-    assert env.server.node.signaling is not None
-    delivery = env.server.node.signaling.delivery
-    real_on_ack = delivery.on_ack
+    mailbox = env.server.node.mailbox
+    real_on_ack = mailbox._handlers["ack"]
 
-    def on_ack(sid: str) -> None:
-        acks.append(sid)
-        real_on_ack(sid)
+    def on_ack(msg: dict[str, Any]) -> None:
+        acks.append(msg["sid"])
+        real_on_ack(msg)
 
-    monkeypatch.setattr(delivery, "on_ack", on_ack)
+    monkeypatch.setitem(mailbox._handlers, "ack", on_ack)
 
     env.ins.on("/sms", in_app_reply("once"))
     events = Recorder()

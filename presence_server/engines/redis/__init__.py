@@ -1,10 +1,11 @@
 """The redis engine: shared state for many processes, in one Redis.
 
-Presence, the bus, call and message records all live in Redis, so any number
-of gateway, signaling and messaging processes see the same state and reach
-each other. See docs/redis.md for the key layout, the Lua scripts and what
-happens when Redis is down (every port method raises EngineUnavailable;
-``ready()`` is False until it is back).
+Presence, the bus, call and message records, and the messaging pipeline's
+send queue, carrier submissions, tracked links and routing statistics all live
+in Redis, so any number of gateway, signaling and messaging processes see the
+same state and reach each other. See docs/redis.md for the key layout, the Lua
+scripts and what happens when Redis is down (every port method raises
+EngineUnavailable; ``ready()`` is False until it is back).
 """
 
 from __future__ import annotations
@@ -22,9 +23,13 @@ from redis.backoff import NoBackoff
 from .bus import RedisBus
 from .calls import RedisCallStore, call_table
 from .keys import KeySpace
+from .links import RedisLinkStore
 from .messages import RedisMessageStore
 from .presence import RedisPresenceStore
+from .queue import RedisSendQueue
+from .routing import RedisRoutingStatsStore
 from .scripts import REDIS_DOWN, Scripts
+from .submissions import RedisSubmissionStore
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +92,11 @@ class RedisEngine:
         )
         self.calls = RedisCallStore(call_table(self._redis, self.keys, self._scripts, **table_options))
         self.messages = RedisMessageStore(self._redis, self.keys, self._scripts, clock=clock, **table_options)
+        # The messaging pipeline's (engines/outbound.py); jobs are enqueued by messages.create_batch.
+        self.queue = RedisSendQueue(self._redis, self.keys, self._scripts)
+        self.submissions = RedisSubmissionStore(self._redis, self.keys, self._scripts)
+        self.links = RedisLinkStore(self._redis, self.keys, self._scripts)
+        self.routing_stats = RedisRoutingStatsStore(self._redis, self.keys, self._scripts)
         self._closed = False
 
     async def start(self) -> None:

@@ -118,12 +118,16 @@ class RecordTable(Generic[R]):
         # The record as stored now, with any concurrent update of other fields.
         return self.decode(dict(zip(reply[::2], reply[1::2])))
 
-    async def list(self, account_sid: str, match: Callable[[R], bool] | None, limit: int, offset: int) -> builtins.list[R]:
+    async def list(
+        self, account_sid: str, match: Callable[[R], bool] | None, limit: int, offset: int, index: str | None = None
+    ) -> builtins.list[R]:
+        """A page, newest first; ``index`` walks another index of the same members
+        (one broadcast's messages) instead of the account's."""
         if limit < 0 or offset < 0:
             raise ValueError("limit and offset must not be negative")
         if limit == 0:
             return []
-        index = self._keys.record_index(account_sid, self.kind)
+        index = index or self._keys.record_index(account_sid, self.kind)
         if match is None:
             # Unfiltered: the index's ranks are the page, O(log N + limit).
             members = await self._redis.zrevrange(index, offset, offset + limit - 1)

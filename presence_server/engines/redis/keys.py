@@ -11,6 +11,7 @@ from __future__ import annotations
 # The kinds of record the record stores keep; the name is part of the key.
 CALL = "call"
 MESSAGE = "msg"
+BROADCAST = "bc"
 
 
 class KeySpace:
@@ -61,6 +62,37 @@ class KeySpace:
         """Counter: the store order of the account's records (the listing tie-break)."""
         return f"{self.account(account_sid)}:{kind}s:seq"
 
+    def broadcast_messages(self, account_sid: str, broadcast_sid: str) -> str:
+        """Sorted set: the ``msgs`` index entries of one broadcast's messages."""
+        return f"{self.account(account_sid)}:msgs:bc:{broadcast_sid}"
+
+    def last_sender(self, account_sid: str, messaging_service_sid: str) -> str:
+        """Hash: destination -> ``<date_created>|<seq>:<sid>|<from>`` of the newest
+        record of one messaging service to it (the sticky sender)."""
+        return f"{self.account(account_sid)}:sender:{messaging_service_sid}"
+
+    def submissions_of(self, account_sid: str, message_sid: str) -> str:
+        """List: the submission ids (``<n>:<provider>:<id>``) of one message, in order added."""
+        return f"{self.account(account_sid)}:subs:{message_sid}"
+
+    def link_stats(self, account_sid: str, broadcast_sid: str) -> str:
+        """Hash: ``links|clicks|unique:<version tag>`` -> count, for one broadcast."""
+        return f"{self.account(account_sid)}:bclinks:{broadcast_sid}"
+
+    def link_clicked(self, account_sid: str, broadcast_sid: str) -> str:
+        """Set: ``<version tag>|<message sid>`` of the messages with a click (unique clicks)."""
+        return f"{self.account(account_sid)}:bclinks:{broadcast_sid}:clicked"
+
+    def route_totals(self, account_sid: str | None, route_id: str) -> str:
+        """Hash: the outcome counters of one (provider, route), one account's or (None) everyone's."""
+        stem = self.prefix if account_sid is None else self.account(account_sid)
+        return f"{stem}:routes:{route_id}"
+
+    def route_index(self, account_sid: str | None) -> str:
+        """Set: the (provider, route) ids with totals, one account's or (None) everyone's."""
+        stem = self.prefix if account_sid is None else self.account(account_sid)
+        return f"{stem}:routes"
+
     # -- global (no hash tag) ----------------------------------------------------------
 
     def accounts(self) -> str:
@@ -68,7 +100,7 @@ class KeySpace:
         return f"{self.prefix}:accounts"
 
     def sid_claim(self, sid: str) -> str:
-        """String: the account that owns a call or message sid (sids are global)."""
+        """String: the account that owns a call, message or broadcast sid (sids are global)."""
         return f"{self.prefix}:sid:{sid}"
 
     def provider_index(self, provider: str, provider_message_id: str) -> str:
@@ -76,6 +108,67 @@ class KeySpace:
         carrier message id. The provider name is length-prefixed so that a ':' in
         it cannot make two (provider, id) pairs share a key."""
         return f"{self.prefix}:provider:{len(provider)}:{provider}:{provider_message_id}"
+
+    # The send queue (one for all accounts; see queue.py).
+
+    def queue_due(self, priority: int) -> str:
+        """Sorted set: ``<seq, 20 digits>:<job id>`` -> due_at, the jobs of one priority not leased."""
+        return f"{self.prefix}:q:due:{priority}"
+
+    def queue_due_prefix(self) -> str:
+        return f"{self.prefix}:q:due:"
+
+    def queue_leases(self, priority: int) -> str:
+        """Sorted set: the same members -> lease_until, the leased jobs of one priority."""
+        return f"{self.prefix}:q:leases:{priority}"
+
+    def queue_leases_prefix(self) -> str:
+        return f"{self.prefix}:q:leases:"
+
+    def queue_job_prefix(self) -> str:
+        return f"{self.prefix}:q:job:"
+
+    def queue_job(self, account_sid: str, message_sid: str) -> str:
+        """Hash: one job (account, sid, priority, due, sender, attempt, member, worker, lease)."""
+        return self.queue_job_prefix() + job_id(account_sid, message_sid)
+
+    def queue_worker_prefix(self) -> str:
+        return f"{self.prefix}:q:worker:"
+
+    def queue_worker(self, worker: str) -> str:
+        """Set: the members of the jobs leased to one worker."""
+        return self.queue_worker_prefix() + worker
+
+    def queue_seq(self) -> str:
+        """Counter: enqueue order (the tie-break between jobs due at the same time)."""
+        return f"{self.prefix}:q:seq"
+
+    def queue_depth(self) -> str:
+        """Hash: ``*``, ``a:<account>``, ``s:<n>:<account>:<sender>`` -> jobs held."""
+        return f"{self.prefix}:q:depth"
+
+    def submission(self, provider: str, provider_message_id: str) -> str:
+        """String: one carrier submission, msgpack."""
+        return f"{self.prefix}:sub:{submission_id(provider, provider_message_id)}"
+
+    def submission_prefix(self) -> str:
+        return f"{self.prefix}:sub:"
+
+    def link(self, code: str) -> str:
+        """Hash: ``data`` (the link, msgpack), ``clicks`` (count) and where its clicks are counted."""
+        return f"{self.prefix}:link:{code}"
+
+    def link_clicks(self, code: str) -> str:
+        """Sorted set: ``<n, 20 digits>:<user agent>`` -> time of the latest clicks (capped)."""
+        return f"{self.prefix}:link:{code}:clicks"
+
+    def route_minute(self, minute_id: str) -> str:
+        """Hash: one (provider, route) minute bucket's counters; expires after a day."""
+        return f"{self.prefix}:rmin:{minute_id}"
+
+    def route_minutes(self) -> str:
+        """Sorted set: minute bucket ids -> the minute (epoch seconds of its start)."""
+        return f"{self.prefix}:rmins"
 
     def channel(self, topic: str) -> str:
         """The pub/sub channel of a bus topic."""
@@ -106,3 +199,19 @@ def lease_member(identity: str, session_id: str, lingering: bool) -> str:
     """
     flag = "L" if lingering else "A"
     return f"{flag}:{len(identity.encode())}:{identity}:{session_id}"
+
+
+def job_id(account_sid: str, message_sid: str) -> str:
+    """A send job's id: ``<n>:<account>:<message sid>`` (``n``: the account's length in
+    bytes, so that a ':' in either part cannot make two jobs share an id)."""
+    return f"{len(account_sid.encode())}:{account_sid}:{message_sid}"
+
+
+def submission_id(provider: str, provider_message_id: str) -> str:
+    """``<n>:<provider>:<id>``, length-prefixed like the provider index."""
+    return f"{len(provider.encode())}:{provider}:{provider_message_id}"
+
+
+def route_id(provider: str, route: str) -> str:
+    """``<n>:<provider>:<route>``, length-prefixed like the provider index."""
+    return f"{len(provider.encode())}:{provider}:{route}"

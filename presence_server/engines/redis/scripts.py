@@ -9,7 +9,9 @@ Slots: every key a script touches is one account's (``ps:{AC...}:...``, one
 hash slot) except ``ps:accounts``, the index of accounts that have sessions,
 which the presence scripts keep exact in the same step. That one global key is
 what ties these scripts to a single Redis node; docs/redis.md says what a
-Redis Cluster deployment would change.
+Redis Cluster deployment would change. (The messaging pipeline's scripts, in
+queue_scripts.py and outbound_scripts.py, use global keys more freely: they
+are single-Redis too.)
 
 Numbers: a Lua number returned to Redis is truncated to an integer, so every
 time that goes back to Python travels as a string (scores as Redis prints them,
@@ -67,6 +69,10 @@ def unavailable_on_redis_errors(fn: Callable[P, Coroutine[Any, Any, T]]) -> Call
     return wrapper
 
 
+# Every script defined (here and in the other script modules), for Scripts.load.
+REGISTRY: list[LuaScript] = []
+
+
 @dataclass(frozen=True)
 class LuaScript:
     name: str
@@ -77,6 +83,7 @@ class LuaScript:
         # EVALSHA needs the SHA1 of the exact source: computed here, so calls never
         # wait for a SCRIPT LOAD reply to learn it.
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())
+        REGISTRY.append(self)
 
 
 # -- Lua ------------------------------------------------------------------------------
@@ -291,7 +298,8 @@ class Scripts:
         self._client = client
 
     async def load(self) -> None:
-        for script in ALL_SCRIPTS:
+        # Every script of every imported script module (queue_scripts.py registers its own).
+        for script in REGISTRY:
             await self._client.script_load(script.source)
 
     async def call(self, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
