@@ -25,6 +25,7 @@ from protocol.plans import Priority
 
 from ..clock import Clock
 from ..config import MessagingConfig
+from ..engines.outbound import SendJob
 from ..engines.ports import Engine, EngineUnavailable
 from ..tasks import TaskSet
 from .sender import Sender
@@ -51,22 +52,23 @@ class Dispatcher:
         backoff = 0.5
         while True:
             try:
-                await self._round()
+                claimed = await self._round()
                 backoff = 0.5
             except EngineUnavailable:
                 log.warning("send queue unavailable; retrying", delay=backoff)
                 await self.clock.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            await self._idle()
+            await self._idle(claimed)
 
     def _allocation(self, free: int) -> dict[Priority, int]:
         return {p: max(1, math.floor(free * share)) for p, share in self.shares.items()}
 
-    async def _round(self) -> None:
+    async def _round(self) -> int:
+        """Claim into the free slots; returns how many jobs were claimed."""
         free = self.config.concurrency - self._in_flight
         if free <= 0:
-            return
+            return 0
         now = self.clock.time()
         lease_until = now + self.config.lease
         claimed = 0
@@ -76,26 +78,27 @@ class Dispatcher:
             for priority in Priority:
                 room = free - claimed
                 if room <= 0:
-                    return
+                    return claimed
                 limit = min(room, self.config.claim_batch, limits[priority] if limits else room)
                 jobs = await self.engine.queue.claim(now, int(priority), limit, lease_until, self.worker)
                 for job in jobs:
                     self._start(job)
                 claimed += len(jobs)
+        return claimed
 
-    def _start(self, job: object) -> None:
+    def _start(self, job: SendJob) -> None:
         self._in_flight += 1
 
         async def run() -> None:
             try:
-                await self.sender.process(job)  # type: ignore[arg-type]
+                await self.sender.process(job)
             finally:
                 self._in_flight -= 1
                 self._wake.set()  # a slot is free
 
         self._tasks.spawn(run())
 
-    async def _idle(self) -> None:
+    async def _idle(self, claimed: int) -> None:
         if self._wake.is_set():
             self._wake.clear()
             await asyncio.sleep(0)  # let the round's sends start before claiming more
@@ -108,8 +111,11 @@ class Dispatcher:
                 due = None
             if due is not None:
                 delay = min(delay, max(0.0, due - self.clock.time()))
-        if delay <= 0:
+        if delay <= 0 and claimed:
             return
+        # A job due now that no claim returned (its lease ends exactly now): wait a
+        # moment rather than spin.
+        delay = max(delay, 0.001)
         sleeper = asyncio.ensure_future(self.clock.sleep(delay))
         waker = asyncio.ensure_future(self._wake.wait())
         try:

@@ -21,7 +21,6 @@ Robust matching:
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -91,7 +90,6 @@ class Reports:
         self.clock = clock
         self._inbound = inbound
         self._parked: OrderedDict[tuple[str, str], tuple[float, DeliveryReport]] = OrderedDict()
-        self._seq = itertools.count()
 
     # -- CarrierEvents -----------------------------------------------------------------
 

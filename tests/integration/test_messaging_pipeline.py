@@ -279,3 +279,28 @@ async def test_urgent_message_overtakes_a_bulk_backlog() -> None:
             await wait_status(server, sid, "sent")
     finally:
         await server.node.stop()
+
+
+async def test_a_provider_that_hangs_is_a_temporary_failure(carriers: tuple[FakeCarrier, FakeCarrier]) -> None:
+    a, b = carriers
+    a.delay = 1.5  # longer than the provider's timeout (1 s)
+    server = await two_carrier_server(a, b, "failover")
+    try:
+        _, body = await send(server, To="+15557770001", From=NUMBER, Body="x")
+        record = await wait_status(server, body["sid"], "sent")
+        assert record.provider == "beta" and record.tried_providers == ("alpha", "beta")
+    finally:
+        await server.node.stop()
+
+
+async def test_a_provider_that_answers_garbage_fails_the_message_without_retrying(carriers: tuple[FakeCarrier, FakeCarrier]) -> None:
+    a, b = carriers
+    a.responder = lambda req: (200, ["not", "an", "object"])
+    server = await two_carrier_server(a, b, "failover")
+    try:
+        _, body = await send(server, To="+15557770001", From=NUMBER, Body="x")
+        record = await wait_status(server, body["sid"], "failed")
+        # Garbage after a 2xx may mean it was sent: retrying could text the person twice.
+        assert record.error_code == 30008 and b.requests == [] and len(a.requests) == 1
+    finally:
+        await server.node.stop()

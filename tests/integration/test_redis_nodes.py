@@ -83,3 +83,58 @@ async def test_presence_and_a_call_cross_nodes(two_nodes: tuple[Node, Node, Test
     await bob.send({"type": "hangup", "call": invite["call"]})
     assert (await alice.recv_type("hangup"))["reason"] == "remote_hangup"
     assert ins.all_signed()
+
+
+async def test_a_message_accepted_on_one_node_is_sent_by_another(tmp_path: Any) -> None:
+    """Node 1 only accepts (no messaging role); node 2's dispatcher finds the job
+    in Redis, delivers it in-app to alice on node 1's gateway, and her ack goes
+    back to node 2. A second message for an absent identity goes out by SMS."""
+    import aiohttp
+
+    from tests.helpers.messaging import NUMBER, auth, messages_path
+
+    account = TestAccount(
+        identities=[{"identity": "alice", "phone": "+15550100001"}, {"identity": "bob", "phone": "+15550100002"}],
+        extra={"phone_numbers": [{"number": NUMBER}]},
+    )
+    async with redis_server() as redis:
+        clock = ManualClock()
+        nodes = []
+        for i, roles in enumerate((("gateway", "signaling"), ("messaging",))):
+            config = make_config([account], engine={"kind": "redis", "url": redis.url, "data_dir": str(tmp_path / f"n{i}")})
+            node = Node(config, clock=clock, roles=roles)
+            await node.start("127.0.0.1", 0)
+            nodes.append(node)
+        front, sender = nodes
+        try:
+            alice = await RawClient.open(f"ws://127.0.0.1:{front.port}/v1/connect")
+            assert (await alice.register(token(account, "alice", new_sid("AP")), capabilities=["messaging"]))["type"] == "registered"
+            async with aiohttp.ClientSession() as http:
+                sids = []
+                for to in ("client:alice", "client:bob"):
+                    async with http.post(f"http://127.0.0.1:{front.port}{messages_path(account.sid)}", headers=auth(account),
+                                         data={"To": to, "From": NUMBER, "Body": f"hello {to}"}) as resp:
+                        assert resp.status == 201
+                        sids.append((await resp.json())["sid"])
+            await clock.advance(1.0)  # node 2 polls the shared queue
+            frame = await alice.recv_type("message")
+            assert frame["sid"] == sids[0]
+            await alice.send({"type": "ack", "sid": frame["sid"]})
+
+            async def status(sid: str) -> str:
+                for _ in range(500):
+                    record = await front.engine.messages.get(account.sid, sid)
+                    assert record is not None
+                    if record.status in ("delivered", "sent"):
+                        return f"{record.status}/{record.channel}"
+                    await clock.advance(0.3)
+                raise AssertionError(f"{sid} never left the queue")
+
+            assert await status(sids[0]) == "delivered/app"
+            assert await status(sids[1]) == "sent/sms"
+            (entry,) = await sender.providers["outbox"].entries(10)  # type: ignore[attr-defined]
+            assert entry["message_sid"] == sids[1] and entry["to"] == "+15550100002"
+            await alice.close()
+        finally:
+            for node in nodes:
+                await node.stop()
