@@ -12,7 +12,6 @@ version. docs/messaging.md has the format; the OpenAPI file the schema.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -23,6 +22,7 @@ from protocol.plans import PRIORITY_NAMES, priority_of
 
 from ..engines.outbound import BroadcastRecord
 from ..messaging.intake import SendRequest
+from . import forms
 from .app_keys import ACCOUNTS, NODE
 from .auth import account_in_path
 from .errors import ApiError
@@ -53,12 +53,9 @@ def _time(value: Any, where: str) -> float | None:
     if not isinstance(value, str):
         raise _bad(where, "must be an ISO 8601 time such as 2026-11-21T10:00:00Z")
     try:
-        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _bad(where, "must be an ISO 8601 time such as 2026-11-21T10:00:00Z") from None
-    if when.tzinfo is None:
-        raise _bad(where, "must give its time zone (Z or +00:00)")
-    return when.timestamp()
+        return forms.iso_time(value)
+    except ValueError as exc:
+        raise _bad(where, str(exc)) from None
 
 
 def _text(value: Any, where: str, *, required: bool = False) -> str | None:

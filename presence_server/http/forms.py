@@ -54,3 +54,17 @@ def integer(form: MultiDictProxy[Any], name: str, *, default: int, low: int, hig
     if not low <= number <= high:
         raise bad(name, f"must be from {low} to {high}")
     return number
+
+
+def iso_time(raw: str) -> float:
+    """Epoch seconds of an ISO 8601 time with its zone ("2026-11-21T10:00:00Z");
+    ValueError (saying what is expected) otherwise."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time such as 2026-11-21T10:00:00Z") from None
+    if when.tzinfo is None:
+        raise ValueError("must give its time zone (Z or +00:00)")
+    return when.timestamp()

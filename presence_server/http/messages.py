@@ -146,12 +146,9 @@ def _send_at(form: MultiDictProxy[Any]) -> float | None:
     if raw is None:
         raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, "ScheduleType=fixed needs SendAt")
     try:
-        when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, f"SendAt {raw!r} is not an ISO 8601 time such as 2026-11-21T10:00:00Z") from None
-    if when.tzinfo is None:
-        raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, "SendAt must give its time zone (Z or +00:00)")
-    return when.timestamp()
+        return forms.iso_time(raw)
+    except ValueError as exc:
+        raise ApiError(ErrorCode.MESSAGE_SCHEDULE_INVALID, f"SendAt {exc}") from None
 
 
 def parse_send_form(form: MultiDictProxy[Any]) -> SendRequest:

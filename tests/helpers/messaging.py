@@ -51,10 +51,12 @@ async def send(server: RunningServer, account: TestAccount | None = None, **form
 
 
 async def wait_status(
-    server: RunningServer, sid: str, *statuses: str, account: TestAccount | None = None, timeout: float = 5.0
+    server: RunningServer, sid: str, *statuses: str, account: TestAccount | None = None, timeout: float = 5.0,
+    advance: float = 0.0,
 ) -> MessageRecord:
     """The record once its status is one of ``statuses`` (real-time polling; the
-    pipeline runs on its own)."""
+    pipeline runs on its own). ``advance``: move the server's manual clock this
+    much per poll, for work that waits on clock time (the dispatcher's poll)."""
     acc = account or server.account
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
@@ -64,6 +66,8 @@ async def wait_status(
         if record is not None and record.status in statuses:
             return record
         await asyncio.sleep(0.01)
+        if advance:
+            await server.advance(advance)
     raise AssertionError(f"message {sid} is {record.status if record else 'missing'}, not {statuses}")
 
 

@@ -73,7 +73,7 @@ async def test_scheduled_message_waits_then_goes(server: RunningServer) -> None:
     await server.advance(1800)
     assert (await server.node.engine.messages.get(server.account.sid, body["sid"])).status == "scheduled"  # type: ignore[union-attr]
     await server.advance(1801)
-    await wait_status(server, body["sid"], "sent")
+    await wait_status(server, body["sid"], "sent", advance=0.3)
 
 
 async def test_cancel_a_scheduled_message(server: RunningServer) -> None:

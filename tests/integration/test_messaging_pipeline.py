@@ -179,7 +179,7 @@ async def test_validity_period_ends_a_message_that_cannot_be_sent(carriers: tupl
         for _ in range(10):
             await server.advance(10)
             await settle()
-        record = await wait_status(server, body["sid"], "failed")
+        record = await wait_status(server, body["sid"], "failed", advance=5)
         assert record.error_code in (30001, 30008)
     finally:
         await server.node.stop()
@@ -276,7 +276,7 @@ async def test_urgent_message_overtakes_a_bulk_backlog() -> None:
             await server.advance(1)
             await settle()
         for sid in bulk:
-            await wait_status(server, sid, "sent")
+            await wait_status(server, sid, "sent", advance=0.5)
     finally:
         await server.node.stop()
 
