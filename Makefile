@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT    := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test install install-test system-deps typecheck clean
+.PHONY: run test bench install install-test system-deps typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ run: install
 test: install-test system-deps
 	$(BIN)/python -m pytest -q
 	$(BIN)/mypy
+
+# Every scenario in bench/ (python -m bench.<name>); each rewrites its own
+# section of docs/benchmarks.md.
+bench: install
+	@set -e; for f in bench/[!_]*.py; do m=$$(basename $$f .py); echo "== bench.$$m"; $(BIN)/python -m bench.$$m; done
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache

@@ -590,6 +590,7 @@ async def main_async(args: argparse.Namespace) -> int:
     print(f"{'NOFILE':8} {nofile[0]} (soft limit)")
     print(f"burst of {args.n} messages, {args.connections} connections, server logging {args.log_level}\n", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="bench-messaging-"))
+    finished = False
     try:
         base = await run_baseline(workdir, args.n, args.connections)
         print(f"baseline   {base.rate:8,.0f} req/s   p50 {ms(base.percentile(0.5))}  p99 {ms(base.percentile(0.99))}", flush=True)
@@ -607,18 +608,16 @@ async def main_async(args: argparse.Namespace) -> int:
         if not args.no_write:
             write_section(render(env, args, base, prod, crash))
             print(f"\nwrote the messaging section of {DOC.relative_to(ROOT)}")
+        finished = True
         if crash.lost or crash.duplicated:
             print("FAILED: messages lost or duplicated across the crash", file=sys.stderr)
             return 1
         return 0
-    except BaseException:
-        print(f"(server logs kept in {workdir})", file=sys.stderr)
-        raise
-    else:
-        pass
     finally:
-        if not args.keep:
+        if finished and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"(server logs and data kept in {workdir})", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

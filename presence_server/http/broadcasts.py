@@ -121,6 +121,8 @@ def parse_broadcast(data: Any, now: float, max_destinations: int) -> tuple[list[
             raise _bad(f"intent.{flag}", "must be true or false")
     max_segments = _number(intent.get("max_segments"), "intent.max_segments", integer=True)
     max_cost = _number(intent.get("max_cost"), "intent.max_cost", integer=False)
+    if not text and not sms_text and app is not None and isinstance(app.get("text"), str):
+        text = app["text"]  # an app-only content still has a text to fall back to
     requests = [
         SendRequest(
             to=to, body=sms_text if sms_text is not None else text, from_=_text(data.get("from"), "from"),

@@ -21,6 +21,7 @@ Robust matching:
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Awaitable, Callable
@@ -90,6 +91,9 @@ class Reports:
         self.clock = clock
         self._inbound = inbound
         self._parked: OrderedDict[tuple[str, str], tuple[float, DeliveryReport]] = OrderedDict()
+        # Reports about one message are applied one at a time (the receipts of a
+        # long SMS's parts arrive together): striped locks, nothing to clean up.
+        self._stripes = [asyncio.Lock() for _ in range(64)]
 
     # -- CarrierEvents -----------------------------------------------------------------
 
@@ -144,6 +148,10 @@ class Reports:
         sub = await self._find(report)
         if sub is None:
             return ReportResult("unknown")
+        async with self._stripes[hash(sub.message_sid) % len(self._stripes)]:
+            return await self._apply(report, sub)
+
+    async def _apply(self, report: DeliveryReport, sub: Submission) -> ReportResult:
         at = report.timestamp if report.timestamp is not None else self.clock.time()
         changed = await self.engine.submissions.report(
             report.provider, report.provider_message_id, report.status, report.error_code, at
@@ -151,13 +159,20 @@ class Reports:
         record = await self.engine.messages.get(sub.account_sid, sub.message_sid)
         if changed is None or changed[0] == changed[1] or record is None:
             return ReportResult("duplicate", record)
-        after = changed[1]
-        if report.status != "sent":
+        before, after = changed
+        submissions = await self.engine.submissions.of_message(sub.account_sid, sub.message_sid)
+        # Outcomes are counted per message and provider, like 'submitted': once,
+        # when this provider's parts together reach a final status (a 3-part SMS
+        # is one delivery; one undelivered part makes it one undelivered message).
+        mine = [s for s in submissions if s.provider == report.provider]
+        was, _ = message_status([before if s.provider_message_id == after.provider_message_id else s for s in mine])
+        now, now_code = message_status(mine)
+        if now != was and now != "sent":
             await self.routes.observe(RouteOutcome(
-                sub.account_sid, report.provider, sub.route or "default", report.status, self.clock.time(),
-                latency=max(0.0, at - sub.submitted_at), error_code=after.error_code,
+                sub.account_sid, report.provider, sub.route or "default", now, self.clock.time(),
+                latency=max(0.0, at - sub.submitted_at), error_code=now_code,
             ))
-        status, error_code = message_status(await self.engine.submissions.of_message(sub.account_sid, sub.message_sid))
+        status, error_code = message_status(submissions)
         if status == record.status or (record.status in FINAL and status == "sent"):
             return ReportResult("duplicate", record)
         changes: dict[str, object] = {"status": status}

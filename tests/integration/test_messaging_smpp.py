@@ -148,6 +148,23 @@ async def test_three_segments_are_delivered_only_after_all_three_receipts(server
     )
 
 
+async def test_one_undelivered_part_makes_the_message_undelivered_once(server: RunningServer, sim: SmscSimulator) -> None:
+    sim.set_receipt_state(lambda part: None)
+    _, body = await send(server, To=DEST, From=NUMBER, Body="".join(f"word{i} " for i in range(80))[:400])
+    await sent_and_submitted(server, sim, body["sid"])
+    first, second, third = sim.submitted[0].parts
+    await deliver_receipt(sim, first, "DELIVRD")
+    await deliver_receipt(sim, second, "UNDELIV")
+    record = await wait_status(server, body["sid"], "undelivered", timeout=1.0)
+    assert record.error_code == 30003
+    await deliver_receipt(sim, third, "DELIVRD")  # too late to save it
+    record = await wait_status(server, body["sid"], "undelivered", timeout=1.0)
+    smsc = (await stats(server))["smsc"]
+    assert (smsc["submitted"], smsc["delivered"], smsc["undelivered"]) == (1, 0, 1), (
+        f"routing stats should count the message once, as undelivered: {smsc}"
+    )
+
+
 async def test_a_receipt_before_the_submit_response_still_delivers() -> None:
     async with SmscSimulator(system_id=SYSTEM_ID, password=PASSWORD, receipt_first=True) as sim:
         server = await start(sim)
