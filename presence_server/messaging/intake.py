@@ -202,7 +202,7 @@ class Intake:
             # message whose short link does not resolve.
             await self.engine.links.add(tracked)
         await self.engine.messages.create_batch(records, jobs, broadcast)
-        log.info("messages accepted", account_sid=account.sid, count=len(records), broadcast_sid=broadcast.sid if broadcast else None)
+        log.debug("messages accepted", account_sid=account.sid, count=len(records), broadcast_sid=broadcast.sid if broadcast else None)
         self.on_enqueued()
         return records
 

@@ -183,5 +183,5 @@ class Reports:
         if record.date_sent is None and status in ("sent", "delivered"):
             changes["date_sent"] = at
         updated = await self.tracker.update(record, **changes)
-        log.info("delivery report applied", provider=report.provider, message_sid=record.sid, status=status)
+        log.debug("delivery report applied", provider=report.provider, message_sid=record.sid, status=status)
         return ReportResult("applied", updated)

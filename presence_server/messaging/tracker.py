@@ -68,7 +68,9 @@ class StatusTracker:
         return updated
 
     def changed(self, record: MessageRecord) -> None:
-        log.info("message status", message_sid=record.sid, account_sid=record.account_sid, status=record.status,
+        # debug: at thousands of messages a second, a line per change is the
+        # single largest cost of the send path (docs/benchmarks.md).
+        log.debug("message status", message_sid=record.sid, account_sid=record.account_sid, status=record.status,
                  channel=record.channel, error_code=record.error_code)
         if record.status_callback and record.status in CALLBACK_STATUSES:
             account = self.accounts.account(record.account_sid)
