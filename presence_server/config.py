@@ -8,7 +8,7 @@ into lines that name each bad key as a path, such as
 
 Environment overrides: ``PRESENCE_<SECTION>_<KEY>=value`` sets ``key`` in
 ``[section]`` for the scalar sections (server, engine, gateway, presence,
-tokens, logging, security, signaling). Variables naming another section are
+tokens, logging, security, signaling, messaging, operator). Variables naming another section are
 not ours and are ignored; an unknown key of a known section is an error. The value is read as a TOML value when it parses as one
 (``8081``, ``true``, ``"x"``), else as a plain string.
 """
@@ -526,6 +526,16 @@ class Config(_Section):
         route_names = [r.name for r in self.routes]
         if len(route_names) != len(set(route_names)):
             raise ValueError("two routes have the same name")
+        if "default" in route_names:
+            raise ValueError("'default' is the name of the built-in route (every provider, for what no route matches); pick another")
+        # A send must end within its job's lease, or another worker takes the job
+        # and sends it again (in-app: the ack wait; carriers: the request timeout).
+        longest = max([self.signaling.message_ack_timeout, *(p.timeout for p in self.providers)])
+        if self.messaging.lease <= 2 * longest:
+            raise ValueError(
+                f"messaging.lease ({self.messaging.lease:g} s) must be more than twice the longest send "
+                f"({longest:g} s: the in-app ack timeout or a provider's timeout)"
+            )
         services = [s.sid for a in self.accounts for s in a.messaging_services]
         if len(services) != len(set(services)):
             raise ValueError("a messaging service sid appears twice")

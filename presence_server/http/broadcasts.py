@@ -115,7 +115,7 @@ def parse_broadcast(data: Any, now: float, max_destinations: int) -> tuple[list[
         start = send_at or now
         if deadline <= start:
             raise _bad("intent.deadline", "must be after the send time")
-        validity = min(36000, int(deadline - start))
+        validity = max(1, min(36000, int(deadline - start)))
     for flag in ("track_links", "smart_encoded"):
         if not isinstance(intent.get(flag, False), bool):
             raise _bad(f"intent.{flag}", "must be true or false")

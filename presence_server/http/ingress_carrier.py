@@ -14,18 +14,14 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-import structlog
 from aiohttp import web
 
 from protocol.errors import ErrorCode
 
-from ..carriers.base import DELIVERY_STATUSES, UNKNOWN_ERROR, DeliveryReport, Provider, authenticate_ingress
-from .app_keys import MESSAGES, NODE, PROVIDERS
+from ..carriers.base import DELIVERY_STATUSES, DeliveryReport, Provider, authenticate_ingress
+from .app_keys import NODE, PROVIDERS
 from .errors import ApiError
 
-log = structlog.get_logger(__name__)
-
-FINAL_STATUSES = frozenset({"delivered", "undelivered", "failed"})
 MAX_ID_LENGTH = 256
 
 

@@ -78,4 +78,5 @@ class InApp:
                 return None
             return "read" if fut.result() else "delivered"
         finally:
-            del self._acks[record.sid]
+            if self._acks.get(record.sid) is fut:  # a redelivery may have taken the slot
+                del self._acks[record.sid]

@@ -32,6 +32,7 @@ import structlog
 from protocol import links, sms
 from protocol.addresses import is_e164
 from protocol.channels import choose_channel
+from protocol.errors import ErrorCode
 from protocol.plans import Priority, TransmissionPlan
 
 from ..accounts import Account, AccountRegistry
@@ -47,7 +48,8 @@ from .tracker import SETTLED, StatusTracker
 
 log = structlog.get_logger(__name__)
 
-BUDGET_EXCEEDED = 40015  # our own code (docs/messaging.md): over the request's segment or cost budget
+# Over the request's segment or cost budget: the API's own code, as no Twilio code says it.
+BUDGET_EXCEEDED = ErrorCode.MESSAGE_BUDGET_EXCEEDED.code
 APP = "app"  # the 'provider' and 'route' in-app outcomes are counted under
 
 

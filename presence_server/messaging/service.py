@@ -124,7 +124,8 @@ class MessagingService:
         broadcast = await self.engine.messages.get_broadcast(account_sid, sid)
         if broadcast is None:
             return None
-        records = await self.engine.messages.list(account_sid, broadcast_sid=sid, limit=broadcast.destinations + 1)
+        # Listed newest first; shown in the request's order (stored in that order).
+        records = (await self.engine.messages.list(account_sid, broadcast_sid=sid, limit=broadcast.destinations + 1))[::-1]
         link_stats = {s.content_version: s for s in await self.engine.links.broadcast_stats(account_sid, sid)}
         return render_broadcast(broadcast, records, link_stats)
 
