@@ -48,7 +48,7 @@ ACCEPTD, ENROUTE    sent
 EXPIRED, UNDELIV    undelivered  30003
 DELETED             undelivered  30008
 REJECTD             failed       30007
-UNKNOWN             failed       30008
+UNKNOWN             undelivered  30008
 ==================  ===========  =====
 
 Message ids (``id_format``): ids are stored and reported normalized
@@ -128,15 +128,14 @@ _PERMANENT_CODES: dict[int, int] = {
     S.ESME_RINVSYSID: ACCOUNT_SUSPENDED,
     S.ESME_RBINDFAIL: ACCOUNT_SUSPENDED,
 }
-RECEIPT_STATES: dict[MessageState, tuple[str, int | None]] = {
-    MessageState.DELIVERED: ("delivered", None),
-    MessageState.ACCEPTED: ("sent", None),
-    MessageState.ENROUTE: ("sent", None),
-    MessageState.EXPIRED: ("undelivered", UNREACHABLE),
-    MessageState.UNDELIVERABLE: ("undelivered", UNREACHABLE),
-    MessageState.DELETED: ("undelivered", UNKNOWN_ERROR),
-    MessageState.REJECTED: ("failed", FILTERED),
-    MessageState.UNKNOWN: ("failed", UNKNOWN_ERROR),
+# The status of a receipt is the codec's (receipts.STATE_STATUS); these are the
+# Twilio error codes a failed one carries.
+RECEIPT_ERRORS: dict[MessageState, int] = {
+    MessageState.EXPIRED: UNREACHABLE,
+    MessageState.UNDELIVERABLE: UNREACHABLE,
+    MessageState.DELETED: UNKNOWN_ERROR,
+    MessageState.REJECTED: FILTERED,
+    MessageState.UNKNOWN: UNKNOWN_ERROR,
 }
 THROTTLE_ATTEMPTS = 5  # tries of one segment the SMSC throttles
 RECENT_IDS = 65536  # submit ids remembered to resolve ambiguous receipt ids ('auto')
@@ -411,7 +410,7 @@ class SmppProvider:
             self._log.warning("smpp receipt without a usable state dropped", stat=receipt.stat, raw_message_id=receipt.raw_message_id)
             return
         message_id = self._receipt_id(pdu, receipt.raw_message_id, receipt.message_id)
-        status, code = RECEIPT_STATES[receipt.state]
+        status, code = receipt.status or "sent", RECEIPT_ERRORS.get(receipt.state)
         report = DeliveryReport(provider=self.name, provider_message_id=message_id, status=status, error_code=code, timestamp=self._clock.time())
         if self.events is None:
             self._log.warning("smpp receipt dropped: no events sink", provider_message_id=message_id, status=status)
