@@ -37,10 +37,7 @@ import platform
 import resource
 import secrets
 import shutil
-import signal
-import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import time
@@ -52,6 +49,8 @@ from typing import Any, Callable
 from urllib.parse import urlencode
 
 import aiohttp
+
+from tests.helpers.process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -92,12 +91,6 @@ in the same run matter more than the absolute figures.
 # -- processes ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def product_config(port: int, data_dir: Path, *, log_level: str, mps: float | None = None, max_queued: int = 10000) -> str:
     provider = 'name = "outbox"\nkind = "outbox"\n' + (f"mps = {mps}\n" if mps else "")
     return f"""
@@ -126,62 +119,6 @@ number = "{FROM}"
 
 [[providers]]
 {provider}"""
-
-
-class ServerProcess:
-    """A server subprocess on 127.0.0.1:port, its output in a log file."""
-
-    def __init__(self, argv: list[str], port: int, log_path: Path, cwd: Path) -> None:
-        self.argv = argv
-        self.port = port
-        self.log_path = log_path
-        self.cwd = cwd
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self, health_path: str = "/healthz", timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=self.cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}:\n{self.log_tail()}")
-                try:
-                    async with http.get(self.url + health_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        if resp.status == 200:
-                            return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{self.argv} did not answer within {timeout} s:\n{self.log_tail()}")
-                await asyncio.sleep(0.05)
-
-    def kill(self) -> None:
-        """SIGKILL, now (no clean-up of any kind in the server)."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
 
 
 def product_server(

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import secrets
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,7 +23,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.process import ServerProcess, free_port
+
 FROM = "+15550001111"
 N = 600
 CONNECTIONS = 16
@@ -34,32 +32,31 @@ MPS = 200  # the outbox's throughput: 600 messages take ~3 s to drain
 BURST = 20  # a small token bucket, so the backlog builds up from the start
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
-    """``presence-server serve --config`` as a subprocess; output in a log file."""
+    """``presence-server serve --config`` as a subprocess, on a new port at each
+    start (the old one may linger in TIME_WAIT), on the same data_dir."""
 
     def __init__(self, tmp: Path, data_dir: Path, account_sid: str, auth_token: str) -> None:
         self.tmp = tmp
         self.data_dir = data_dir
         self.account_sid = account_sid
         self.auth_token = auth_token
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
+        self.process: ServerProcess | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        assert self.process is not None
+        return self.process.url
 
-    def config(self) -> str:
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.process.proc if self.process else None
+
+    def config(self, port: int) -> str:
         return f"""
 [server]
 host = "127.0.0.1"
-port = {self.port}
+port = {port}
 shutdown_grace = 0.5
 
 [engine]
@@ -84,46 +81,23 @@ burst = {BURST}
 """
 
     async def start(self) -> None:
-        self.port = free_port()  # a new one each start: the old one may linger in TIME_WAIT
-        path = self.tmp / f"server-{self.port}.toml"
-        path.write_text(self.config())
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        with open(self.tmp / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "presence_server.cli", "serve", "--config", str(path)],
-                cwd=self.tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 60
-        async with aiohttp.ClientSession() as http:
-            while True:
-                assert self.proc.poll() is None, f"the server exited with {self.proc.returncode}:\n{self.log()}"
-                try:
-                    async with http.get(self.url + "/healthz", timeout=aiohttp.ClientTimeout(total=2)) as resp:
-                        if resp.status == 200:
-                            return
-                except (aiohttp.ClientError, asyncio.TimeoutError):
-                    pass
-                assert time.monotonic() < deadline, f"the server did not answer within 60 s:\n{self.log()}"
-                await asyncio.sleep(0.05)
+        port = free_port()
+        path = self.tmp / f"server-{port}.toml"
+        path.write_text(self.config(port))
+        argv = [sys.executable, "-m", "presence_server.cli", "serve", "--config", str(path)]
+        self.process = ServerProcess(argv, port, self.tmp / "server.log", self.tmp)
+        await self.process.start()
 
     def kill(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        assert self.process is not None
+        self.process.kill()
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        if self.process is not None:
+            self.process.stop()
 
     def log(self) -> str:
-        path = self.tmp / "server.log"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-40:]) if path.exists() else ""
+        return self.process.log_tail(40) if self.process else ""
 
 
 def outbox_rows(data_dir: Path) -> list[str]:
