@@ -227,6 +227,8 @@ async def test_routing_stats_need_operator_credentials(carriers: tuple[FakeCarri
         status, stats, _ = await call(server, "GET", "/v1/Routing/Stats", headers=basic("ops", "operator-password-123456"))
         assert status == 200 and stats["totals"][0]["provider"] == "alpha" and stats["totals"][0]["submitted"] == 1
         assert stats["minutes"] and stats["minutes"][0]["submitted"] == 1
+        status, err, _ = await call(server, "GET", "/v1/Routing/Stats?Minutes=0", headers=basic("ops", "operator-password-123456"))
+        assert status == 400 and err["code"] == 40001
     finally:
         await server.node.stop()
 
