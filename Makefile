@@ -21,9 +21,14 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
-# Debian packages the test suite starts itself (it never uses a running service).
+# Debian packages the test suite starts itself (it never uses a running service):
+# redis-server, and Chromium for the real-browser tests (Playwright drives
+# Debian's /usr/bin/chromium; it never downloads a browser of its own).
 system-deps:
-	@command -v redis-server >/dev/null || { $(APT) update -q && $(APT) install -y -q redis-server; }
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+	if [ -n "$$missing" ]; then $(APT) update -q && DEBIAN_FRONTEND=noninteractive $(APT) install -y -q $$missing; fi
 
 run: install
 	$(BIN)/presence-server serve --dev

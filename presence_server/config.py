@@ -67,6 +67,9 @@ class ServerConfig(_Section):
     # its carrier where to post delivery reports). Default: http://host:port.
     public_url: str | None = None
     shutdown_grace: float = Field(2.0, ge=0, le=300)
+    # How often the node announces itself in the node registry (GET /v1/Nodes);
+    # it drops out of the list after three missed announcements.
+    node_heartbeat: float = Field(5.0, gt=0, le=300)
 
     @field_validator("public_url")
     @classmethod

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from protocol.addresses import new_sid
 
+from . import VERSION
 from .accounts import AccountRegistry
 from .carriers import Provider, build_provider, default_provider_configs
 from .carriers.base import CarrierEvents, DeliveryReport, InboundMessage
@@ -19,7 +20,7 @@ from .clock import Clock, SystemClock
 from .config import Config
 from .engines.memory import MemoryEngine
 from .engines.redis import RedisEngine
-from .engines.ports import Engine
+from .engines.ports import Engine, NodeInfo
 from .gateway.gateway import Gateway
 from .mailbox import Mailbox
 from .messaging.service import MessagingService, inbound_adapter
@@ -148,7 +149,8 @@ class Node:
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        for loop in (self.gateway.timer_loop(), self.gateway.lease_loop(), self._sweep_loop()):
+        self.started = self.clock.time()
+        for loop in (self.gateway.timer_loop(), self.gateway.lease_loop(), self._sweep_loop(), self._announce_loop()):
             self._spawn(loop)
         log.info("node started", node_id=self.node_id, port=self.port, engine=self.config.engine.kind)
         return self.port
@@ -164,8 +166,31 @@ class Node:
             except Exception:
                 log.warning("presence sweep failed; retrying next round", exc_info=True)
 
+    def announcement(self) -> NodeInfo:
+        host = self.config.server.host
+        return NodeInfo(
+            node_id=self.node_id,
+            roles=tuple(self.roles),
+            version=VERSION,
+            address=f"{host}:{self.port}",
+            sessions=len(self.gateway.sessions) if "gateway" in self.roles else 0,
+            started=self.started,
+            heartbeat=self.clock.time(),
+        )
+
+    async def _announce_loop(self) -> None:
+        interval = self.config.server.node_heartbeat
+        while True:
+            try:
+                await self.engine.nodes.heartbeat(self.announcement(), ttl=3 * interval)
+            except Exception:
+                log.warning("node announcement failed; retrying next round", exc_info=True)
+            await self.clock.sleep(interval)
+
     async def stop(self) -> None:
         """Graceful: clients are told to reconnect, then everything closes."""
+        with contextlib.suppress(Exception):  # the registry forgets it anyway after three missed heartbeats
+            await self.engine.nodes.leave(self.node_id)
         await self.gateway.shutdown(self.config.server.shutdown_grace)
         for task in self._tasks:
             task.cancel()

@@ -75,6 +75,11 @@ class PresenceStore(Protocol):
     async def snapshot(self, account_sid: str, identities: Iterable[str]) -> list[IdentitySnapshot]:
         """The sessions, version and last_seen of each identity, in order."""
 
+    async def identities(self, account_sid: str, limit: int = 1000) -> list[str]:
+        """The account's identities that have at least one session (lingering
+        ones included), sorted, at most ``limit`` of them: what a directory or
+        a dashboard lists before it asks for their presence."""
+
 
 MessageHandler = Callable[[dict[str, Any]], None]
 
@@ -96,6 +101,34 @@ class Bus(Protocol):
     async def subscribe(self, topic: str, handler: MessageHandler) -> Subscription: ...
 
 
+@dataclass(frozen=True)
+class NodeInfo:
+    """One server process as it last announced itself."""
+
+    node_id: str
+    roles: tuple[str, ...]
+    version: str
+    address: str  # host:port it serves HTTP and WebSocket on
+    sessions: int  # gateway sessions it holds (0 without the gateway role)
+    started: float
+    heartbeat: float  # when it last announced itself (epoch seconds)
+
+
+class NodeRegistry(Protocol):
+    """The live nodes of a deployment: each node announces itself every few
+    seconds; one that stops announcing drops out after its ``ttl``."""
+
+    async def heartbeat(self, info: NodeInfo, ttl: float) -> None:
+        """Record (or refresh) the node; it counts as live until ``info.heartbeat + ttl``."""
+
+    async def leave(self, node_id: str) -> None:
+        """Forget the node now (a clean shutdown)."""
+
+    async def live(self, now: float) -> list[NodeInfo]:
+        """Nodes whose announcement has not run out at ``now``, by node id.
+        Run-out entries are dropped as a side effect."""
+
+
 def presence_topic(account_sid: str) -> str:
     return f"presence:{account_sid}"
 
@@ -115,6 +148,7 @@ class Engine(Protocol):
     submissions: SubmissionStore
     links: LinkStore
     routing_stats: RoutingStatsStore
+    nodes: NodeRegistry
 
     async def start(self) -> None: ...
 

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import broadcasts, calls, dev, ingress, ingress_carrier, messages, presence, tracking
+from . import broadcasts, calls, dashboard, demo, dev, ingress, ingress_carrier, messages, nodes, presence, static, tracking
 from .app_keys import ACCOUNTS, CALLS, NODE, PRESENCE
 from .errors import error_middleware
 
@@ -41,6 +41,10 @@ def build_app(node: Node) -> web.Application:
     ingress.add_routes(app)
     if node.config.dev:
         dev.add_routes(app)
+        demo.add_routes(app)
+    static.add_routes(app)
+    dashboard.add_routes(app)
+    nodes.add_routes(app)
     presence.add_routes(app)
     messages.add_routes(app)
     broadcasts.add_routes(app)

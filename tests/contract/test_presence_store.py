@@ -104,3 +104,22 @@ async def test_sweep_limit(engine: Engine) -> None:
         await store.upsert(sess(f"SE{i}", identity=f"u{i}"), 10)
     assert len(await store.sweep(now=10, limit=2)) == 2
     assert len(await store.sweep(now=10, limit=10)) == 3
+
+
+async def test_identities_lists_an_accounts_present_identities(engine: Engine) -> None:
+    store = engine.presence
+    # ':' and non-ASCII in identities must not confuse an index that packs them into one member.
+    names = ["zoe", "a:b", "bob", "ünï"]
+    for i, name in enumerate(names):
+        await store.upsert(sess(f"SE{i}", identity=name), 100)
+    await store.upsert(sess("SEx", identity="bob"), 100)  # a second session: listed once
+    await store.upsert(sess("SEo", identity="mallory", account=OTHER), 100)
+    await store.upsert(sess("SEl", identity="lingers"), 100)
+    await store.linger(SessionKey(ACC, "lingers", "SEl"), until=90, now=80)
+    assert await store.identities(ACC) == sorted([*names, "lingers"])
+    assert await store.identities(ACC, limit=2) == sorted([*names, "lingers"])[:2]
+    assert await store.identities(OTHER) == ["mallory"]
+    await store.remove(SessionKey(ACC, "zoe", "SE0"), now=81)
+    await store.sweep(now=95)  # the lingering session runs out
+    assert await store.identities(ACC) == sorted(["a:b", "bob", "ünï"])
+    assert await store.identities("AC" + "3" * 32) == []

@@ -21,6 +21,7 @@ from .calls import MemoryCallStore
 from .database import SqliteDatabase
 from .links import SqliteLinkStore
 from .messages import SqliteMessageStore
+from .nodes import MemoryNodeRegistry
 from .presence import MemoryPresenceStore
 from .queue import SqliteSendQueue
 from .routing_stats import SqliteRoutingStats
@@ -42,6 +43,7 @@ class MemoryEngine:
         self.submissions = SqliteSubmissionStore(self.database)
         self.links = SqliteLinkStore(self.database)
         self.routing_stats = SqliteRoutingStats(self.database)
+        self.nodes = MemoryNodeRegistry()
 
     async def start(self) -> None:
         """Open (create, migrate) the file, then drop every lease in it: see the

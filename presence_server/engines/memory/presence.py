@@ -111,3 +111,8 @@ class MemoryPresenceStore:
                 )
             )
         return out
+
+    async def identities(self, account_sid: str, limit: int = 1000) -> list[str]:
+        # A scan of every identity: the directory is asked for rarely (a page
+        # load, a dashboard refresh), while sessions change all the time.
+        return sorted(identity for (account, identity), sessions in self._sessions.items() if account == account_sid and sessions)[:limit]

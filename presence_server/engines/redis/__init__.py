@@ -25,6 +25,7 @@ from .calls import RedisCallStore, call_table
 from .keys import KeySpace
 from .links import RedisLinkStore
 from .messages import RedisMessageStore
+from .nodes import RedisNodeRegistry
 from .presence import RedisPresenceStore
 from .queue import RedisSendQueue
 from .routing import RedisRoutingStatsStore
@@ -97,6 +98,7 @@ class RedisEngine:
         self.submissions = RedisSubmissionStore(self._redis, self.keys, self._scripts)
         self.links = RedisLinkStore(self._redis, self.keys, self._scripts)
         self.routing_stats = RedisRoutingStatsStore(self._redis, self.keys, self._scripts)
+        self.nodes = RedisNodeRegistry(self._redis, self.keys, self._scripts)
         self._closed = False
 
     async def start(self) -> None:

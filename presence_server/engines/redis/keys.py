@@ -103,6 +103,11 @@ class KeySpace:
         """String: the account that owns a call, message or broadcast sid (sids are global)."""
         return f"{self.prefix}:sid:{sid}"
 
+    def nodes(self) -> str:
+        """Hash: node id -> msgpack announcement ``[roles, version, address, sessions,
+        started, heartbeat, live_until]`` (global: nodes belong to no account)."""
+        return f"{self.prefix}:nodes"
+
     def provider_index(self, provider: str, provider_message_id: str) -> str:
         """Sorted set: ``<account>:<sid>`` -> date_created of the records with this
         carrier message id. The provider name is length-prefixed so that a ':' in

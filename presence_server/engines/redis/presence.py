@@ -220,3 +220,14 @@ class RedisPresenceStore:
                 )
             )
         return out
+
+    @unavailable_on_redis_errors
+    async def identities(self, account_sid: str, limit: int = 1000) -> list[str]:
+        # The expiry index holds one member per session, live or lingering
+        # (``A|L:<n>:<identity>:<session>``): its identities are the present ones.
+        members = await self._redis.zrange(self._keys.expiry(account_sid), 0, -1)
+        names = set()
+        for member in members:
+            _flag, length, rest = as_text(member).split(":", 2)
+            names.add(rest.encode()[: int(length)].decode())
+        return sorted(names)[:limit]
