@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from typing import Any, Coroutine
 
 import structlog
@@ -69,6 +70,7 @@ class Node:
         self.roles = roles
         self.clock = clock or SystemClock()
         self.node_id = new_sid("ND")
+        self._signaling_nodes: list[str] = []  # live signaling nodes, for a node without that role
         self.engine = engine or build_engine(config)
         self.mailbox = Mailbox(self.engine.bus, self.node_id)
         # Carrier providers (by name): started after the engine, closed before it.
@@ -99,7 +101,7 @@ class Node:
             mailbox=self.mailbox,
             # One process: client-placed calls go to this node's signaling role.
             # (With separate processes, node discovery picks one: the redis engine's issue.)
-            signaling_node=lambda: self.node_id if "signaling" in self.roles else None,
+            signaling_node=self.signaling_node,
         )
         # Requests to customers' URLs go through the SSRF guard; dev mode may
         # reach loopback (the demo's instruction app), nothing else private.
@@ -178,11 +180,24 @@ class Node:
             heartbeat=self.clock.time(),
         )
 
+    def signaling_node(self) -> str | None:
+        """Where a call placed by a client on this node goes: this node when it
+        runs signaling, else a live signaling node from the registry (spread
+        at random), else None (the client is told 10016)."""
+        if "signaling" in self.roles:
+            return self.node_id
+        return random.choice(self._signaling_nodes) if self._signaling_nodes else None
+
     async def _announce_loop(self) -> None:
+        """Announce this node, and learn the live signaling nodes (for a node
+        without that role), once per heartbeat."""
         interval = self.config.server.node_heartbeat
         while True:
             try:
                 await self.engine.nodes.heartbeat(self.announcement(), ttl=3 * interval)
+                if "signaling" not in self.roles:
+                    live = await self.engine.nodes.live(self.clock.time())
+                    self._signaling_nodes = [n.node_id for n in live if "signaling" in n.roles]
             except Exception:
                 log.warning("node announcement failed; retrying next round", exc_info=True)
             await self.clock.sleep(interval)
