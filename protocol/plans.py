@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -174,6 +174,22 @@ class ShareLimiter:
                 tokens = self._caps[p]
             self._tokens[p] = tokens
         self._spare = min(self.burst, spare)
+
+    def state(self) -> list[float]:
+        """The buckets as plain numbers (each class's tokens in Priority order,
+        the spare, the last refill time), to keep the limiter outside the
+        process: limiters shared by many processes live in the engine."""
+        return [*(self._tokens[p] for p in Priority), self._spare, self._updated]
+
+    def restore(self, state: Sequence[float]) -> None:
+        """Take up buckets that :meth:`state` gave (of a limiter with the same
+        rate, burst and shares); each value is clipped to what this limiter holds."""
+        if len(state) != len(Priority) + 2:
+            raise ValueError(f"a limiter state has {len(Priority) + 2} numbers, got {len(state)}")
+        for p, tokens in zip(Priority, state):
+            self._tokens[p] = min(self._caps[p], max(0.0, float(tokens)))
+        self._spare = min(self.burst, max(0.0, float(state[-2])))
+        self._updated = float(state[-1])
 
     def take(self, priority: Priority, now: float) -> bool:
         """Take one token for ``priority``; False (and nothing taken) if there is none."""

@@ -247,3 +247,29 @@ class BroadcastRecord:
     messaging_service_sid: str | None = None
     from_: str | None = None
 
+
+
+# -- Provider rate limits ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """A provider's throughput limit: ``rate`` sends per second, bursts of up to
+    ``burst``, split into guaranteed shares per priority class
+    (protocol.plans.ShareLimiter). ``shares`` is in priority order."""
+
+    rate: float
+    burst: float
+    shares: tuple[float, float, float]
+
+
+class RateLimiter(Protocol):
+    """Token buckets shared by every sending process of the deployment, so that
+    two messaging processes together keep to a provider's limit.
+
+    ``now`` is wall-clock time (epoch seconds): processes on different machines
+    share no monotonic clock. A clock running behind only slows its refills."""
+
+    async def take(self, name: str, limit: RateLimit, priority: int, now: float) -> float:
+        """0.0 when a token was taken for ``priority`` from the limiter ``name``;
+        else the seconds to wait before asking again (nothing was taken)."""

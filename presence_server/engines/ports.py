@@ -149,6 +149,7 @@ class Engine(Protocol):
     links: LinkStore
     routing_stats: RoutingStatsStore
     nodes: NodeRegistry
+    rate_limits: RateLimiter
 
     async def start(self) -> None: ...
 
@@ -372,4 +373,4 @@ class MessageStore(Protocol):
         """Newest first."""
 
 
-from .outbound import BroadcastRecord, LinkStore, RoutingStatsStore, SendJob, SendQueue, SubmissionStore  # noqa: E402 - see the note on this section
+from .outbound import BroadcastRecord, LinkStore, RateLimiter, RoutingStatsStore, SendJob, SendQueue, SubmissionStore  # noqa: E402 - see the note on this section

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import structlog
 
-from protocol.plans import Priority, ShareLimiter
+from protocol.plans import Priority
 from protocol.routing import DEFAULT_ROUTE, ProviderHealth, Route, RouteEntry, default_route, match_route, rank
 
 from ..carriers.base import Provider
 from ..clock import Clock
 from ..config import Config
-from ..engines.outbound import RouteOutcome, RoutingStatsStore
+from ..engines.outbound import RateLimit, RateLimiter, RouteOutcome, RoutingStatsStore
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +55,13 @@ def routes_from_config(config: Config) -> list[Route]:
 
 class RouteTable:
     def __init__(
-        self, config: Config, providers: dict[str, Provider], stats: RoutingStatsStore, clock: Clock, rng: random.Random | None = None
+        self,
+        config: Config,
+        providers: dict[str, Provider],
+        stats: RoutingStatsStore,
+        rate_limiter: RateLimiter,
+        clock: Clock,
+        rng: random.Random | None = None,
     ) -> None:
         self.providers = providers
         self.stats = stats
@@ -69,9 +75,10 @@ class RouteTable:
         shares = {Priority.URGENT: 0.0, Priority.NORMAL: 0.0, Priority.BULK: 0.0}
         for name, share in config.messaging.class_shares.items():
             shares[Priority[name.upper()]] = share
-        now = clock.monotonic()
-        self.limiters = {
-            p.name: ShareLimiter(p.config.mps, float(p.config.burst or max(1.0, p.config.mps)), shares, now)
+        # Kept in the engine, so every sending process draws on the same buckets.
+        self.rate_limiter = rate_limiter
+        self.limits = {
+            p.name: RateLimit(p.config.mps, float(p.config.burst or max(1.0, p.config.mps)), (shares[Priority.URGENT], shares[Priority.NORMAL], shares[Priority.BULK]))
             for p in providers.values()
             if p.config.mps is not None
         }
@@ -100,16 +107,14 @@ class RouteTable:
         )
         return RoutePlan(route, order)
 
-    def throttle_wait(self, provider: str, priority: int) -> float:
+    async def throttle_wait(self, provider: str, priority: int) -> float:
         """0 when a send may go to ``provider`` now (a token is taken); else the
         seconds to wait before trying again."""
-        limiter = self.limiters.get(provider)
-        if limiter is None:
+        limit = self.limits.get(provider)
+        if limit is None:
             return 0.0
-        now = self.clock.monotonic()
-        if limiter.take(Priority(priority), now):
-            return 0.0
-        return max(0.01, limiter.wait(Priority(priority), now))
+        wait = await self.rate_limiter.take(provider, limit, priority, self.clock.time())
+        return 0.0 if wait == 0.0 else max(0.01, wait)
 
     async def observe(self, outcome: RouteOutcome) -> None:
         """Count an outcome: here at once, and in the shared statistics."""

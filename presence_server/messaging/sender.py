@@ -207,7 +207,7 @@ class Sender:
             )
             return
         targets = [p for p in (plan.providers if plan.broadcast else plan.providers[:1]) if p in self.providers]
-        wait = max(self.routes.throttle_wait(p, record.priority) for p in targets) if not recovering else 0.0
+        wait = max([await self.routes.throttle_wait(p, record.priority) for p in targets]) if not recovering else 0.0
         if wait > 0:
             await self.engine.queue.reschedule(job.account_sid, job.message_sid, self.clock.time() + wait, job.attempt)
             return

@@ -59,7 +59,7 @@ class MessagingService:
         self.accounts = accounts
         self.clock = clock
         self.tracker = StatusTracker(engine.messages, webhooks, accounts, clock)
-        self.routes = RouteTable(config, providers, engine.routing_stats, clock, rng)
+        self.routes = RouteTable(config, providers, engine.routing_stats, engine.rate_limits, clock, rng)
         self.reports = Reports(engine, self.tracker, self.routes, clock)
         self.intake = Intake(
             config=config, engine=engine, clock=clock,

@@ -391,3 +391,18 @@ async def test_a_redis_that_stops_answering_is_unavailable_until_it_answers_agai
             assert got == [{"back": True}]
         finally:
             await engine.close()
+
+
+async def test_two_processes_share_a_providers_rate_limit(engines: Callable[..., Awaitable[RedisEngine]]) -> None:
+    # Two engines on one Redis stand for two messaging processes: together they
+    # get no more than one limiter's worth, however they interleave.
+    from presence_server.engines.outbound import RateLimit
+
+    a, b = await engines(), await engines()
+    limit = RateLimit(rate=20.0, burst=5.0, shares=(0.5, 0.3, 0.2))
+    granted = 0
+    for step in range(100):  # 1 s in steps of 10 ms
+        now = 1000.0 + step * 0.01
+        results = await asyncio.gather(*(engine.rate_limits.take("carrier", limit, step % 3, now) for engine in (a, b, a, b)))
+        granted += results.count(0.0)
+    assert limit.rate - 1 <= granted <= limit.rate * 1.0 + limit.burst

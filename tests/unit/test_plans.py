@@ -267,3 +267,21 @@ def test_wait_then_take_succeeds() -> None:
         wait = limiter.wait(Priority.NORMAL, now)
         now += wait
         assert limiter.take(Priority.NORMAL, now)
+
+
+def test_a_limiter_restored_from_its_state_decides_as_the_original() -> None:
+    # The shared (engine-kept) limiter is a fresh ShareLimiter restored from the
+    # stored state at every take: it must behave exactly like one kept in memory.
+    kept = ShareLimiter(10.0, 6.0, SHARES, now=0.0)
+    stored = kept.state()
+    now = 0.0
+    for step in range(300):
+        now += 0.013 * (step % 7)
+        priority = list(Priority)[step % 3]
+        fresh = ShareLimiter(10.0, 6.0, SHARES, now=123.0)
+        fresh.restore(stored)
+        assert fresh.take(priority, now) == kept.take(priority, now)
+        assert fresh.wait(priority, now) == pytest.approx(kept.wait(priority, now))
+        stored = fresh.state()
+    with pytest.raises(ValueError):
+        kept.restore([1.0, 2.0])

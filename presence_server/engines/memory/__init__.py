@@ -22,6 +22,7 @@ from .database import SqliteDatabase
 from .links import SqliteLinkStore
 from .messages import SqliteMessageStore
 from .nodes import MemoryNodeRegistry
+from .ratelimits import MemoryRateLimiter
 from .presence import MemoryPresenceStore
 from .queue import SqliteSendQueue
 from .routing_stats import SqliteRoutingStats
@@ -44,6 +45,7 @@ class MemoryEngine:
         self.links = SqliteLinkStore(self.database)
         self.routing_stats = SqliteRoutingStats(self.database)
         self.nodes = MemoryNodeRegistry()
+        self.rate_limits = MemoryRateLimiter()
 
     async def start(self) -> None:
         """Open (create, migrate) the file, then drop every lease in it: see the

@@ -26,6 +26,7 @@ from .keys import KeySpace
 from .links import RedisLinkStore
 from .messages import RedisMessageStore
 from .nodes import RedisNodeRegistry
+from .ratelimits import RedisRateLimiter
 from .presence import RedisPresenceStore
 from .queue import RedisSendQueue
 from .routing import RedisRoutingStatsStore
@@ -99,6 +100,7 @@ class RedisEngine:
         self.links = RedisLinkStore(self._redis, self.keys, self._scripts)
         self.routing_stats = RedisRoutingStatsStore(self._redis, self.keys, self._scripts)
         self.nodes = RedisNodeRegistry(self._redis, self.keys, self._scripts)
+        self.rate_limits = RedisRateLimiter(self._redis, self.keys)
         self._closed = False
 
     async def start(self) -> None:

@@ -103,6 +103,11 @@ class KeySpace:
         """String: the account that owns a call, message or broadcast sid (sids are global)."""
         return f"{self.prefix}:sid:{sid}"
 
+    def rate_limit(self, name: str) -> str:
+        """String: msgpack ``[limit spec, ShareLimiter state]`` of one provider's
+        shared rate limiter (global: providers belong to no account)."""
+        return f"{self.prefix}:rate:{name}"
+
     def nodes(self) -> str:
         """Hash: node id -> msgpack announcement ``[roles, version, address, sessions,
         started, heartbeat, live_until]`` (global: nodes belong to no account)."""
