@@ -12,13 +12,16 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_
 from tests.helpers.browser import CHROMIUM, CHROMIUM_ARGS, DevServer, start_dev_server, stop_dev_server
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API keeps an event loop
+# running while it is open, and pytest-asyncio cannot run the async tests of
+# later modules inside a running loop. A launch costs well under a second.
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     with sync_playwright() as p:
         yield p
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
