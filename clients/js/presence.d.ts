@@ -157,6 +157,8 @@ export interface CallEvents {
 }
 
 export class Call {
+  /** Calls come from client.call() and the client's "invite" event. */
+  private constructor();
   readonly sid: string;
   /** For an incoming call: the caller's call SID. */
   readonly parentSid?: string;

@@ -558,8 +558,9 @@ export class PresenceClient {
     if (value === undefined || value === true) return { ...DEFAULTS.reconnect };
     if (value === false) return null;
     checkOptions("reconnect", value, ["initial", "max"]);
-    const initial = value.initial === undefined ? DEFAULTS.reconnect.initial : checkSeconds("reconnect.initial", value.initial, { allowZero: true });
-    const max = value.max === undefined ? Math.max(DEFAULTS.reconnect.max, initial) : checkSeconds("reconnect.max", value.max, { allowZero: true });
+    // Not 0: a server that refuses connections would be hammered without pause.
+    const initial = value.initial === undefined ? DEFAULTS.reconnect.initial : checkSeconds("reconnect.initial", value.initial);
+    const max = value.max === undefined ? Math.max(DEFAULTS.reconnect.max, initial) : checkSeconds("reconnect.max", value.max);
     if (max < initial) throw misuse(`reconnect.max (${max}) must not be less than reconnect.initial (${initial})`);
     return { initial, max };
   }
