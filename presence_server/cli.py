@@ -33,6 +33,8 @@ def _config_with_dev(path: str | None, is_dev: bool, host: str | None = None, po
     # banner and `token` have a key to sign with.
     dev_account = dev.load_or_create(base_url=f"http://{config.server.host}:{config.server.port}")
     accounts = [a.model_dump() for a in config.accounts if a.sid != dev_account["sid"]]
+    if config.operator.username is None:  # so the dashboard opens with nothing configured
+        overrides["operator"] = dev.operator_credentials()
     return load_config(path, **{**overrides, "dev": True, "accounts": accounts + [dev_account]})
 
 
@@ -79,6 +81,11 @@ Mint a token for a client:
 
 See alice's presence:
   curl -u {account.sid}:{account.auth_token} http://{host}:{port}/v1/Accounts/{account.sid}/Presence/alice
+
+The operator dashboard (user {config.operator.username}, password {config.operator.password}):
+  http://{host}:{port}/dashboard
+
+Open http://{host}:{port}/demo in two tabs and call yourself.
 """,
         flush=True,
     )

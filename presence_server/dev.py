@@ -13,6 +13,7 @@ from protocol.addresses import new_sid
 
 DEV_DIR = Path(".presence-dev")
 DEV_FILE = DEV_DIR / "account.json"
+OPERATOR_FILE = DEV_DIR / "operator.json"
 DEV_NUMBER = "+15550001111"
 DEV_IDENTITIES = [
     {"identity": "alice", "phone": "+15550100001"},
@@ -59,10 +60,21 @@ def _create(path: Path) -> dict[str, Any]:
     return account
 
 
-def _write(path: Path, account: dict[str, Any], replace: bool = False) -> None:
+def _write(path: Path, account: dict[str, Any] | dict[str, str], replace: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # The file holds secrets: readable by its owner only.
     flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
     fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(account, f, indent=2)
+
+
+def operator_credentials(path: Path = OPERATOR_FILE) -> dict[str, str]:
+    """Operator credentials for the dashboard in dev mode (used when the
+    config names none), created once next to the dev account."""
+    if path.exists():
+        creds: dict[str, str] = json.loads(path.read_text())
+        return creds
+    creds = {"username": "operator", "password": secrets.token_urlsafe(18)}
+    _write(path, creds)
+    return creds

@@ -42,7 +42,7 @@ async def test_dev_server_quick_start(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         banner = ""
-        while "See alice's presence" not in banner:
+        while "call yourself" not in banner:
             line = await asyncio.wait_for(proc.stdout.readline(), 20)
             assert line, "server exited early"
             banner += line.decode()
@@ -63,6 +63,17 @@ async def test_dev_server_quick_start(tmp_path: Path) -> None:
             url = f"http://127.0.0.1:{port}/v1/Accounts/{account.group(1)}/Presence/alice"
             async with http.get(url, headers={"Authorization": f"Basic {creds}"}) as resp:
                 assert resp.status == 200 and (await resp.json())["status"] == "available"
+            # The demo is served, and the dashboard opens with the operator credentials
+            # dev mode made (printed once, kept owner-only next to the account).
+            async with http.get(f"http://127.0.0.1:{port}/demo") as resp:
+                assert resp.status == 200 and "Demo softphone" in await resp.text()
+            operator = re.search(r"user (\S+), password (\S+)\)", banner)
+            assert operator and oct((tmp_path / ".presence-dev" / "operator.json").stat().st_mode & 0o777) == "0o600"
+            async with http.get(f"http://127.0.0.1:{port}/dashboard") as resp:
+                assert resp.status == 401
+            op_creds = base64.b64encode(":".join(operator.groups()).encode()).decode()
+            async with http.get(f"http://127.0.0.1:{port}/dashboard", headers={"Authorization": f"Basic {op_creds}"}) as resp:
+                assert resp.status == 200
 
         # The README walkthrough: alice calls bob through the dev instruction app...
         code, bob_token, _ = await run("token", "--identity", "bob", cwd=tmp_path)
