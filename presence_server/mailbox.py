@@ -48,5 +48,7 @@ class Mailbox:
             return
         handler(message)
 
-    async def send(self, node_id: str, kind: str, **payload: Any) -> None:
-        await self._bus.publish(node_topic(node_id), {"kind": kind, "from_node": self.node_id, **payload})
+    async def send(self, node_id: str, kind: str, **payload: Any) -> bool:
+        """False when no node listens at that address (it is gone): the message is lost."""
+        reached = await self._bus.publish(node_topic(node_id), {"kind": kind, "from_node": self.node_id, **payload})
+        return reached > 0

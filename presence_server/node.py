@@ -29,6 +29,7 @@ from .roles import ROLES
 from .signaling.fetcher import InstructionFetcher
 from .signaling.service import SignalingService
 from .signaling.urlguard import UrlPolicy, guarded_session
+from .tasks import cancel_and_wait
 from .webhooks import WebhookSender
 from .http.app import build_app
 from .presence.service import PresenceService
@@ -99,9 +100,10 @@ class Node:
             clock=self.clock,
             node_id=self.node_id,
             mailbox=self.mailbox,
-            # One process: client-placed calls go to this node's signaling role.
-            # (With separate processes, node discovery picks one: the redis engine's issue.)
+            # Client-placed calls go to this node's signaling role, else to a live
+            # signaling node from the registry (signaling_node, below).
             signaling_node=self.signaling_node,
+            signaling_gone=self.signaling_gone,
         )
         # Requests to customers' URLs go through the SSRF guard; dev mode may
         # reach loopback (the demo's instruction app), nothing else private.
@@ -188,6 +190,12 @@ class Node:
             return self.node_id
         return random.choice(self._signaling_nodes) if self._signaling_nodes else None
 
+    def signaling_gone(self, node_id: str) -> None:
+        """Nobody listens at this signaling node's address (it died since the
+        registry listed it): leave it out until the next registry read says
+        otherwise."""
+        self._signaling_nodes = [n for n in self._signaling_nodes if n != node_id]
+
     async def _announce_loop(self) -> None:
         """Announce this node, and learn the live signaling nodes (for a node
         without that role), once per heartbeat."""
@@ -207,11 +215,7 @@ class Node:
         with contextlib.suppress(Exception):  # the registry forgets it anyway after three missed heartbeats
             await self.engine.nodes.leave(self.node_id)
         await self.gateway.shutdown(self.config.server.shutdown_grace)
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)  # again if a loop lost its cancellation (see there)
         self._tasks.clear()
         if self._runner is not None:
             await self._runner.cleanup()

@@ -5,7 +5,7 @@ cancelled when the component closes."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Coroutine
+from typing import Any, Coroutine, Iterable
 
 import structlog
 
@@ -28,7 +28,25 @@ class TaskSet:
             log.error("background task failed", component=self._name, exc_info=task.exception())
 
     async def close(self) -> None:
-        for task in list(self._tasks):
+        await cancel_and_wait(self._tasks)
+
+
+CANCEL_AGAIN_AFTER = 0.5  # seconds
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """Cancel the tasks and wait until every one has ended, cancelling again
+    any still running after CANCEL_AGAIN_AFTER. A cancellation can be lost on
+    Python 3.11: asyncio.wait_for (which redis-py wraps around socket writes)
+    swallows one that arrives as its inner future completes, and a loop that
+    catches the error the command then raises goes on. Without a second
+    cancellation such a loop (a sweeper, the send dispatcher) would keep a
+    stopping process alive until its supervisor killed it."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        _, pending = await asyncio.wait(pending, timeout=CANCEL_AGAIN_AFTER)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: its failure was logged (TaskSet) or is of no interest now

@@ -63,8 +63,13 @@ class PresenceStore(Protocol):
         """Mark a session as lingering (its connection dropped at ``now``) with
         its lease cut to ``until``; it is removed then unless resumed first."""
 
-    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> None:
-        """Extend the leases of these (non-lingering) sessions, in one batch."""
+    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> list[SessionKey]:
+        """Extend the leases of these (non-lingering) sessions, in one batch.
+
+        Returns the keys the store does not hold at all, neither live nor
+        lingering: sessions lost while the engine was away (a Redis restarted
+        without persistence, or swept during an outage longer than a lease).
+        Nothing is created for them; the caller re-asserts those it still holds."""
 
     async def sweep(self, now: float, limit: int = 1000) -> list[IdentityChange]:
         """Remove up to ``limit`` sessions whose lease ended. Each removed
@@ -96,7 +101,10 @@ class Bus(Protocol):
     plain functions, called one at a time, that must not block.
     """
 
-    async def publish(self, topic: str, message: dict[str, Any]) -> None: ...
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
+        """Returns how many engines had the topic subscribed when it was published
+        (each engine counts once, however many handlers it has): 0 means nobody
+        listens, which for a node's own topic means that node is gone."""
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> Subscription: ...
 

@@ -38,6 +38,9 @@ class Connection:
         self.session = ServerSession(codec, gateway.limits, now)
         self.token: AccessToken | None = None
         self.key: SessionKey | None = None
+        # This session's presence as last written: what the gateway writes again
+        # if the engine loses it (an outage), see Gateway.lease_loop.
+        self.presence: SessionPresence | None = None
         self.watched: set[str] = set()
         self.scheduled_at: float | None = None  # the deadline this connection is queued under
         self.replaced = False  # another connection resumed our session: leave presence alone
@@ -152,6 +155,7 @@ class Connection:
         # resumed session must not mark it lingering while we write.
         gw.claim(session.session_id, self)
         await gw.presence.connect(session)
+        self.presence = session
         self.token = token
         self.key = SessionKey(account, identity, session.session_id)
         self.log = log.bind(account_sid=account, session_id=session.session_id, identity=identity)
@@ -184,6 +188,7 @@ class Connection:
             # Our session vanished from the store (swept during an engine outage):
             # say so rather than pretend the change took.
             raise RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE, "this session's presence was lost; reconnect")
+        self.presence = updated
         self.send_frame(m.Ok(id=frame.id))
 
     async def _subscribe(self, frame: m.Subscribe) -> None:
@@ -256,14 +261,21 @@ class Connection:
         app = self.token.grants.voice_outgoing_application_sid
         if app is None:
             raise RemoteProtocolError(ErrorCode.GRANT_MISSING, "placing calls needs grants.voice.outgoing.application_sid")
-        node = self.gateway.signaling_node()
-        if node is None:
-            raise RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE, "no signaling node is available")
         session = await self.gateway.presence.get(self.key)
-        await self.gateway.mailbox.send(
-            node, "place_call", to=frame.to, params=frame.params, application_sid=app, request_id=frame.id,
-            capabilities=list(session.capabilities) if session else [], **self._identity_fields(),
-        )
+        for _ in range(_SIGNALING_TRIES):
+            node = self.gateway.signaling_node()
+            if node is None:
+                break
+            if await self.gateway.mailbox.send(
+                node, "place_call", to=frame.to, params=frame.params, application_sid=app, request_id=frame.id,
+                capabilities=list(session.capabilities) if session else [], **self._identity_fields(),
+            ):
+                return
+            # Nobody listens at that node's address: it died after the registry last
+            # listed it (a dead node stays listed for up to three heartbeats).
+            self.log.warning("signaling node gone; trying another", node_id=node)
+            self.gateway.signaling_gone(node)
+        raise RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE, "no signaling node is available")
 
     async def _call_event(self, frame: m.CallFrame) -> None:
         owner = self.call_owners.get(frame.call)
@@ -275,9 +287,14 @@ class Connection:
             extra["payload"] = frame.payload
         elif isinstance(frame, m.Reject):
             extra["reason"] = frame.reason
-        await self.gateway.mailbox.send(
+        reached = await self.gateway.mailbox.send(
             owner, "call_event", event=frame.TYPE, call=frame.call, request_id=frame.id, **extra, **self._identity_fields()
         )
+        if not reached:
+            # Nobody listens at the address of the signaling node that runs the call:
+            # it is gone, and the call with it. (The owner is kept: should the node
+            # only have been reconnecting to Redis, the next frame reaches it.)
+            raise RemoteProtocolError(ErrorCode.CALL_NOT_FOUND, "the call's signaling node is gone")
 
     async def _ack(self, frame: m.Ack) -> None:
         owner = self.message_owners.get(frame.sid)
@@ -404,6 +421,7 @@ _HANDLERS: dict[type, Any] = {
 }
 
 _MAX_REMEMBERED = 256
+_SIGNALING_TRIES = 3  # signaling nodes a client's call is offered to before it is refused (10016)
 
 
 def _remember(owners: collections.OrderedDict[str, str], key: str, node_id: str) -> None:

@@ -34,6 +34,7 @@ from .connection import Connection
 log = structlog.get_logger(__name__)
 
 TIMER_RESOLUTION = 0.25  # seconds; how late a timeout may fire at most
+LEASE_RETRY = 1.0  # seconds; the next renewal after a failed one (the engine was away)
 
 
 class Gateway:
@@ -48,6 +49,7 @@ class Gateway:
         node_id: str,
         mailbox: Mailbox,
         signaling_node: Callable[[], str | None] = lambda: None,
+        signaling_gone: Callable[[str], None] = lambda node_id: None,
     ) -> None:
         self.config = config
         self.accounts = accounts
@@ -57,6 +59,7 @@ class Gateway:
         self.node_id = node_id
         self.mailbox = mailbox
         self.signaling_node = signaling_node  # where client-placed calls go
+        self.signaling_gone = signaling_gone  # a signaling node nobody answers at: pick another
         mailbox.on("deliver", self._on_deliver)
         g = config.gateway
         self.limits = SessionLimits(
@@ -180,13 +183,36 @@ class Gateway:
                 log.exception("timer pass failed")
 
     async def lease_loop(self) -> None:
+        """Renew every local session's lease, in one batch per round. After a
+        failed round (the engine is away) the next comes sooner, and sessions
+        the engine lost meanwhile are written again (see :meth:`renew_leases`)."""
         interval = self.presence.config.lease_ttl / 3
+        wait = interval
         while True:
-            await self.clock.sleep(interval)
+            await self.clock.sleep(wait)
             try:
-                await self.presence.renew(self.local_keys())
+                await self.renew_leases()
+                wait = interval
             except Exception:
-                log.warning("lease renewal failed; retrying next round", exc_info=True)
+                log.warning("lease renewal failed; retrying soon", exc_info=True)
+                wait = min(interval, LEASE_RETRY)
+
+    async def renew_leases(self) -> int:
+        """Renew, then re-assert the sessions the store no longer holds (a Redis
+        restarted empty, or our sessions swept while we could not renew them):
+        their clients are still connected here, so they are present. Returns how
+        many were re-asserted."""
+        lost = await self.presence.renew(self.local_keys())
+        reasserted = 0
+        for key in lost:
+            conn = self.sessions.get(key.session_id)
+            if conn is None or conn.key != key or conn.presence is None:
+                continue  # ended meanwhile
+            await self.presence.connect(conn.presence)
+            reasserted += 1
+        if reasserted:
+            log.info("re-asserted sessions the engine had lost", count=reasserted)
+        return reasserted
 
     # -- shutdown ---------------------------------------------------------------------------
 

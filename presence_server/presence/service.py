@@ -103,9 +103,12 @@ class PresenceService:
         snaps = await self._store.snapshot(account_sid, identities)
         return [VersionedPresence(merge(s.identity, s.sessions, s.last_seen), s.version) for s in snaps]
 
-    async def renew(self, keys: Sequence[SessionKey]) -> None:
-        if keys:
-            await self._store.renew(keys, self._lease())
+    async def renew(self, keys: Sequence[SessionKey]) -> list[SessionKey]:
+        """Extend these sessions' leases; returns those the store lost (an engine
+        outage), for the caller to re-assert with :meth:`connect`."""
+        if not keys:
+            return []
+        return await self._store.renew(keys, self._lease())
 
     async def sweep(self) -> int:
         """Remove sessions whose lease ended (dead nodes, ended grace periods)."""

@@ -96,7 +96,7 @@ class Ringer:
             for session in target.sessions:
                 pending[session.session_id] = target
                 nodes[session.session_id] = session.node_id
-                await svc.deliver(
+                delivered = await svc.deliver(
                     session.node_id,
                     session.session_id,
                     m.Invite(
@@ -108,6 +108,11 @@ class Ringer:
                         sdp=run.sdp,
                     ),
                 )
+                if not delivered:
+                    # Nobody listens at the session's node: it died, and the session's
+                    # lease has not run out yet. Not rung, as when a live gateway
+                    # no longer has the session (its 'undeliverable' notice).
+                    run.events.put_nowait(LegEvent("undeliverable", target.child.sid, session.session_id, session.node_id))
         for target in targets:
             if not target.sessions:  # nobody to ring for this one: it ends now, not at the timeout
                 target.child = await self._child_event(target.child, CallEvent.TIMEOUT)

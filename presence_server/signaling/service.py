@@ -121,8 +121,10 @@ class SignalingService:
         sleep = asyncio.ensure_future(self.clock.sleep(max(0.0, deadline - self.clock.time())))
         return await next_event_or_timeout(run.events, sleep)
 
-    async def deliver(self, node_id: str, session_id: str, frame: m.ServerFrame) -> None:
-        await self.mailbox.send(node_id, "deliver", session=session_id, frame=frame.to_wire())
+    async def deliver(self, node_id: str, session_id: str, frame: m.ServerFrame) -> bool:
+        """False when nobody listens at that node (it died; its sessions' leases
+        have not run out yet): the frame is lost."""
+        return await self.mailbox.send(node_id, "deliver", session=session_id, frame=frame.to_wire())
 
     async def tell_caller(self, run: CallRun, frame: m.ServerFrame) -> None:
         if run.caller.is_client and run.caller.node_id and run.caller.session_id:

@@ -46,3 +46,15 @@ async def test_messages_must_be_plain_data(engine: Engine) -> None:
     await engine.bus.subscribe("t", lambda m: None)
     with pytest.raises(TypeError):
         await engine.bus.publish("t", {"x": object()})
+
+
+async def test_publish_says_whether_anyone_listens(engine: Engine) -> None:
+    """0 for a topic nobody subscribes to (a dead node's address); this engine
+    counts once however many handlers it has."""
+    assert await engine.bus.publish("node:NDgone", {"x": 1}) == 0
+    first = await engine.bus.subscribe("node:NDhere", lambda m: None)
+    second = await engine.bus.subscribe("node:NDhere", lambda m: None)
+    assert await engine.bus.publish("node:NDhere", {"x": 1}) == 1
+    await first.close()
+    await second.close()
+    assert await engine.bus.publish("node:NDhere", {"x": 1}) == 0

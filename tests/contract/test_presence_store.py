@@ -89,12 +89,32 @@ async def test_resume_by_upsert_ends_lingering(engine: Engine) -> None:
     assert got is not None and not got.lingering
 
 
+async def test_renew_returns_the_sessions_the_store_does_not_hold(engine: Engine) -> None:
+    """What a gateway re-asserts after an outage: renewal reports the sessions that
+    are gone (neither live nor lingering), creates nothing for them, and still
+    extends the others. A lingering session is held, so it is not reported."""
+    store = engine.presence
+    live, lingering, other = sess("SEa"), sess("SEb", identity="a:b"), sess("SEc", account=OTHER)
+    for s in (live, lingering, other):
+        await store.upsert(s, 100)
+    await store.linger(key(lingering), until=50, now=10)
+    gone = [SessionKey(ACC, "alice", "SEgone"), SessionKey(OTHER, "bob", "SEgone2")]
+    missing = await store.renew([key(live), gone[0], key(lingering), key(other), gone[1]], 200)
+    assert set(missing) == set(gone) and len(missing) == 2
+    assert (await store.snapshot(ACC, ["alice"]))[0].sessions == (live,)
+    assert [c.identity for c in await store.sweep(now=150)] == ["a:b"]  # the lingering one, not extended
+    assert await store.sweep(now=199) == []  # the live ones were extended
+    assert await store.renew([key(live), key(other)], 300) == []
+    many = [SessionKey(ACC, f"u{i}", f"SE{i}") for i in range(2500)]  # more than one script batch
+    assert set(await store.renew([key(live), *many], 400)) == set(many)
+
+
 async def test_linger_and_remove_of_unknown_sessions(engine: Engine) -> None:
     store = engine.presence
     ghost = SessionKey(ACC, "alice", "SEnone")
     assert await store.linger(ghost, 10, 5) is None
     assert await store.remove(ghost, 5) is None
-    await store.renew([ghost], 10)  # no error, nothing created
+    assert await store.renew([ghost], 10) == [ghost]  # no error, nothing created
     assert (await store.snapshot(ACC, ["alice"]))[0].sessions == ()
 
 

@@ -406,3 +406,14 @@ async def test_two_processes_share_a_providers_rate_limit(engines: Callable[...,
         results = await asyncio.gather(*(engine.rate_limits.take("carrier", limit, step % 3, now) for engine in (a, b, a, b)))
         granted += results.count(0.0)
     assert limit.rate - 1 <= granted <= limit.rate * 1.0 + limit.burst
+
+
+async def test_publish_counts_the_engines_that_listen(engines: Callable[..., Awaitable[RedisEngine]]) -> None:
+    """Each engine subscribes through its one pub/sub connection, so PUBLISH's
+    receiver count is the number of engines (nodes) listening."""
+    a, b, c = await engines(), await engines(), await engines()
+    await a.bus.subscribe("presence:AC1", lambda m: None)
+    await b.bus.subscribe("presence:AC1", lambda m: None)
+    await b.bus.subscribe("presence:AC1", lambda m: None)
+    assert await c.bus.publish("presence:AC1", {"n": 1}) == 2
+    assert await a.bus.publish("node:NDnobody", {"n": 1}) == 0

@@ -30,10 +30,10 @@ class MemoryBus:
     def __init__(self) -> None:
         self._topics: dict[str, list[MemorySubscription]] = {}
 
-    async def publish(self, topic: str, message: dict[str, Any]) -> None:
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
         subs = self._topics.get(topic)
         if not subs:
-            return
+            return 0
         # The same wire round trip as the redis engine, so both engines accept
         # exactly the same messages and no subscriber shares the publisher's objects.
         packed = msgpack.packb(message, use_bin_type=True)
@@ -43,6 +43,7 @@ class MemoryBus:
             except Exception:
                 # One faulty handler must not stop delivery to the others.
                 log.exception("bus handler failed", topic=topic)
+        return 1  # this process's engine is the only one
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> MemorySubscription:
         sub = MemorySubscription(self, topic, handler)

@@ -73,12 +73,16 @@ class MemoryPresenceStore:
         self._index(key, until)
         return self._change((key.account_sid, key.identity), before)
 
-    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> None:
+    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> list[SessionKey]:
+        missing = []
         for key in keys:
             sessions = self._sessions.get((key.account_sid, key.identity))
             current = sessions.get(key.session_id) if sessions else None
-            if current is not None and not current.lingering:
+            if current is None:
+                missing.append(key)
+            elif not current.lingering:
                 self._index(key, lease_expires)
+        return missing
 
     async def sweep(self, now: float, limit: int = 1000) -> list[IdentityChange]:
         changes = []

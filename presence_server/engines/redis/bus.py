@@ -223,20 +223,23 @@ class RedisBus:
 
     # -- Bus ------------------------------------------------------------------------------
 
-    async def publish(self, topic: str, message: dict[str, Any]) -> None:
+    async def publish(self, topic: str, message: dict[str, Any]) -> int:
         # Packed before anything is sent: data msgpack cannot carry raises TypeError
         # here, exactly as in the memory bus.
         packed = msgpack.packb(message, use_bin_type=True)
         channel = self._keys.channel(topic).encode()
-        await self._publish(channel, packed)
+        # PUBLISH answers how many connections had the channel subscribed; every
+        # engine subscribes through exactly one, so this counts engines.
+        receivers = await self._publish(channel, packed)
         if channel in self._handlers and not await self._barrier():
             # Published, but our own reader lost its connection meanwhile: local
             # subscribers miss it, as remote ones would (at most once).
             log.debug("bus publish not confirmed locally", topic=topic)
+        return receivers
 
     @unavailable_on_redis_errors
-    async def _publish(self, channel: bytes, packed: bytes) -> None:
-        await self._publisher.publish(channel, packed)
+    async def _publish(self, channel: bytes, packed: bytes) -> int:
+        return int(await self._publisher.publish(channel, packed))
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> RedisSubscription:
         channel = self._keys.channel(topic).encode()

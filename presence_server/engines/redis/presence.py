@@ -146,24 +146,29 @@ class RedisPresenceStore:
         return None if reply is None else self._change(key.account_sid, key.identity, reply)
 
     @unavailable_on_redis_errors
-    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> None:
+    async def renew(self, keys: Sequence[SessionKey], lease_expires: float) -> list[SessionKey]:
         """One round trip for the whole batch: a pipeline of one RENEW call per
-        account (per RENEW_CHUNK sessions of it), never a call per session."""
-        members: dict[str, list[str]] = {}
+        account (per RENEW_CHUNK sessions of it), never a call per session.
+        Returns the keys whose sessions the store no longer holds."""
+        members: dict[str, dict[str, SessionKey]] = {}
         for key in keys:
-            members.setdefault(key.account_sid, []).append(lease_member(key.identity, key.session_id, False))
+            members.setdefault(key.account_sid, {})[lease_member(key.identity, key.session_id, False)] = key
         if not members:
-            return
+            return []
         accounts_key = self._keys.accounts()
 
         def build(pipe: Pipeline) -> None:
-            for account, batch in members.items():
+            for account, by_member in members.items():
                 expiry = self._keys.expiry(account)
+                batch = list(by_member)
                 for start in range(0, len(batch), RENEW_CHUNK):
                     chunk = batch[start : start + RENEW_CHUNK]
                     self._scripts.queue(pipe, RENEW, [expiry, accounts_key], [lease_expires, account, *chunk])
 
-        await self._scripts.pipeline(build)
+        replies = await self._scripts.pipeline(build)
+        # The replies come in the order the calls were queued: account by account.
+        calls = [account for account, by_member in members.items() for _ in range(0, len(by_member), RENEW_CHUNK)]
+        return [members[account][as_text(member)] for account, reply in zip(calls, replies) for member in reply]
 
     @unavailable_on_redis_errors
     async def sweep(self, now: float, limit: int = 1000) -> list[IdentityChange]:

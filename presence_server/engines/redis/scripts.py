@@ -183,24 +183,40 @@ return change(KEYS[1], KEYS[2], before, version)
 # ARGV: lease_end, account_sid, live_member...
 # XX: only members already there are updated, so an unknown or removed session is
 # not created and a lingering one (indexed under its 'L' member) is not extended.
+# Returns the members of sessions the index holds neither live nor lingering (lost
+# in an outage: the node re-asserts them). CH counts the members whose score
+# changed; when that is all of a batch (the usual case) nothing more is read.
 RENEW = LuaScript(
     "renew",
     _PRELUDE
     + """
-local batch = {}
+local missing = {}
+local function renew(batch, members)
+  local changed = redis.call('ZADD', KEYS[1], 'XX', 'CH', unpack(batch))
+  if changed < #members then
+    for _, member in ipairs(members) do
+      if not redis.call('ZSCORE', KEYS[1], member)
+          and not redis.call('ZSCORE', KEYS[1], 'L' .. string.sub(member, 2)) then
+        missing[#missing + 1] = member
+      end
+    end
+  end
+end
+local batch, members = {}, {}
 for i = 3, #ARGV do
   batch[#batch + 1] = ARGV[1]
   batch[#batch + 1] = ARGV[i]
+  members[#members + 1] = ARGV[i]
   if #batch >= 1000 then  -- stay well below Lua's unpack() stack limit
-    redis.call('ZADD', KEYS[1], 'XX', unpack(batch))
-    batch = {}
+    renew(batch, members)
+    batch, members = {}, {}
   end
 end
 if #batch > 0 then
-  redis.call('ZADD', KEYS[1], 'XX', unpack(batch))
+  renew(batch, members)
 end
 reindex(KEYS[1], KEYS[2], ARGV[2])
-return #ARGV - 2
+return missing
 """,
 )
 
