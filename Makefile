@@ -37,9 +37,18 @@ test: install-test system-deps
 	$(BIN)/python -m pytest -q
 	$(BIN)/mypy
 
-# Every scenario in bench/ (python -m bench.<name>); each rewrites its own
-# section of docs/benchmarks.md.
+# Every scenario in bench/ (python -m bench.<name>) at its default size; each
+# rewrites its own section of docs/benchmarks.md. Installs the bench extra
+# (matplotlib, py-spy) and, from Debian's packages, Prosody (the storm's XMPP
+# comparison) and redis-server (the signaling scenario's Redis engine) when
+# missing; a scenario says in the doc what it could not run, and why.
 bench: install
+	@[ $(VENV)/.installed-bench -nt pyproject.toml ] || { $(BIN)/pip install -q -e '.[bench]' && touch $(VENV)/.installed-bench; }
+	@missing=""; \
+	command -v prosody >/dev/null || missing="$$missing prosody"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then $(APT) update -q && DEBIAN_FRONTEND=noninteractive $(APT) install -y -q $$missing \
+		|| echo "could not install$$missing: the scenarios that need them say so in docs/benchmarks.md"; fi
 	@set -e; for f in bench/[!_]*.py; do m=$$(basename $$f .py); echo "== bench.$$m"; $(BIN)/python -m bench.$$m; done
 
 clean:

@@ -32,9 +32,6 @@ import argparse
 import asyncio
 import base64
 import json
-import os
-import platform
-import resource
 import secrets
 import shutil
 import sqlite3
@@ -43,13 +40,13 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import urlencode
 
 import aiohttp
 
+from bench import _common
 from tests.helpers.process import ServerProcess, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,30 +59,6 @@ AUTH_TOKEN = secrets.token_hex(16)
 FROM = "+15550001111"
 MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
 WARMUP = 200
-
-
-def doc_intro(env: dict[str, str]) -> str:
-    """The top of docs/benchmarks.md, written when the file does not exist yet."""
-    return f"""# Benchmarks
-
-Load figures for presence-server. Each section below is written by one
-scenario of `bench/` and names the machine it ran on; the file was started on
-{env["CPU"]}, {env["OS"]}, {env["Python"]}.
-
-Run every scenario with
-
-    make bench
-
-or one, e.g. `.venv/bin/python -m bench.messaging --n 5000`. Each scenario
-starts the server as its own process, drives it from a separate load-generator
-process, and rewrites only its own section (between its
-`<!-- bench:NAME:start -->` and `<!-- bench:NAME:end -->` markers).
-
-These runs happen on small, shared, noisy machines where the load generator
-shares the CPUs with the server, so absolute numbers move from run to run (by
-a factor of two under a neighbour's load): the ratios to the baseline measured
-in the same run matter more than the absolute figures.
-"""
 
 
 # -- processes ------------------------------------------------------------------------
@@ -457,41 +430,15 @@ def check(b: Burst) -> None:
 # -- reporting ------------------------------------------------------------------------
 
 
-def version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def raise_nofile(wanted: int = 65536) -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-    if soft < target:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
-
-
 def environment() -> dict[str, str]:
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {
-        "CPU": f"{os.cpu_count()} CPUs ({usable} usable), {cpu_model()}",
-        "OS": f"{platform.system()} {platform.release()} {platform.machine()}",
-        "Python": f"{platform.python_implementation()} {platform.python_version()}",
-        "aiohttp": version("aiohttp"),
-        "uvloop": version("uvloop"),
-        "SQLite": sqlite3.sqlite_version,
-    }
+    return {**_common.environment(), "SQLite": sqlite3.sqlite_version}
+
+
+raise_nofile = _common.raise_nofile
+
+
+def write_section(section: str, env: dict[str, str], path: Path = DOC) -> None:
+    _common.write_section("messaging", section, env, path)
 
 
 def ms(seconds: float) -> str:
@@ -539,6 +486,7 @@ burst.
 This run's {b.rate:,.0f} accepted messages/s {target} the messaging issue's target of
 2,000 accepted durable messages per second per process (the load generator
 shares this machine's CPUs with the server).
+{_common.target_line("messaging", "≥ 2,000 accepted durable messages/s per process", f"{b.rate:,.0f} messages/s (ratio to the hello world {ratio:.2f})", b.rate >= 2000)}
 
 | Same burst, SIGKILL and restart in the middle | |
 |---|---|
@@ -555,17 +503,6 @@ shares this machine's CPUs with the server).
 
 def fmt_counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
-
-
-def write_section(section: str, env: dict[str, str], path: Path = DOC) -> None:
-    text = path.read_text() if path.exists() else doc_intro(env)
-    start, end = text.find(SECTION_START), text.find(SECTION_END)
-    if start != -1 and end > start:
-        text = text[:start] + section + text[end + len(SECTION_END) :]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text if text.endswith("\n") else text + "\n")
 
 
 async def main_async(args: argparse.Namespace) -> int:
