@@ -290,3 +290,23 @@ async def test_minute_buckets_older_than_a_day_are_dropped() -> None:
         assert total.submitted == 2
     finally:
         await engine.close()
+
+
+async def test_the_call_store_forgets_the_oldest_finished_call_past_its_bound() -> None:
+    from presence_server.engines.calls import CallRecord
+    from presence_server.engines.memory.calls import MemoryCallStore
+
+    acc = "AC" + "1" * 32
+
+    def call(n: int, status: str) -> CallRecord:
+        return CallRecord(sid=f"CA{n:032x}", account_sid=acc, from_="client:a", to="client:b", date_created=float(n), status=status)
+
+    store = MemoryCallStore(keep=3)
+    await store.create(call(1, "in-progress"))  # live calls are never forgotten
+    await store.create(call(2, "completed"))
+    await store.create(call(3, "completed"))
+    await store.create(call(4, "ringing"))  # over the bound: call 2 goes
+    assert [c.sid[-1] for c in await store.list(acc)] == ["4", "3", "1"]
+    await store.create(call(5, "in-progress"))  # call 3 goes
+    await store.create(call(6, "in-progress"))  # nothing finished left: kept over the bound
+    assert [c.sid[-1] for c in await store.list(acc)] == ["6", "5", "4", "1"]

@@ -23,10 +23,12 @@ class MemoryCallStore:
             raise ValueError(f"call {record.sid} exists")
         self._calls[record.sid] = record
         if len(self._calls) > self._keep:
-            for sid, call in list(self._calls.items()):
-                if call.status in FINAL:
-                    del self._calls[sid]
-                    break
+            # The oldest finished call: a lazy scan from the oldest end stops at
+            # once in practice (calls finish roughly in creation order); copying
+            # the whole store here cost most of the CPU at 400 calls/s.
+            oldest_final = next((sid for sid, call in self._calls.items() if call.status in FINAL), None)
+            if oldest_final is not None:
+                del self._calls[oldest_final]
 
     async def update(self, account_sid: str, sid: str, **changes: Any) -> CallRecord | None:
         current = await self.get(account_sid, sid)
