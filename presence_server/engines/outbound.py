@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from protocol.plans import Priority, ShareLimiter
+
 URGENT, NORMAL, BULK = 0, 1, 2
 PRIORITIES = (URGENT, NORMAL, BULK)
 
@@ -261,6 +263,19 @@ class RateLimit:
     rate: float
     burst: float
     shares: tuple[float, float, float]
+
+    def limiter(self, now: float) -> ShareLimiter:
+        """A full limiter for this limit (what an engine keeps, or restores a
+        stored state into)."""
+        return ShareLimiter(self.rate, self.burst, dict(zip(Priority, self.shares)), now)
+
+
+def take_or_wait(limiter: ShareLimiter, priority: int, now: float) -> float:
+    """0.0 when a token was taken; else the seconds until one could be (never
+    0, so the caller comes back later). Both engines decide with this."""
+    if limiter.take(Priority(priority), now):
+        return 0.0
+    return max(0.001, limiter.wait(Priority(priority), now))
 
 
 class RateLimiter(Protocol):

@@ -10,6 +10,7 @@ and connections only from this server (and WebSocket back to it), and
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from aiohttp import web
 
@@ -43,7 +44,7 @@ def send_file(directory: Path, name: str) -> web.FileResponse:
     return web.FileResponse(path, headers={**PAGE_HEADERS, "Content-Type": _TYPES[path.suffix]})
 
 
-def directory_route(directory: Path, index: str = "index.html"):  # type: ignore[no-untyped-def]
+def directory_route(directory: Path, index: str = "index.html") -> Callable[[web.Request], Awaitable[web.FileResponse]]:
     """A handler for ``/<prefix>`` and ``/<prefix>/{name}``."""
 
     async def handler(request: web.Request) -> web.FileResponse:

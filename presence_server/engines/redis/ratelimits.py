@@ -15,8 +15,7 @@ import msgpack
 import redis.asyncio
 import redis.exceptions
 
-from ..memory.ratelimits import new_limiter, take_or_wait
-from ..outbound import RateLimit
+from ..outbound import RateLimit, take_or_wait
 from .keys import KeySpace
 from .scripts import unavailable_on_redis_errors
 
@@ -40,7 +39,7 @@ class RedisRateLimiter:
                 try:
                     await pipe.watch(key)
                     raw = await pipe.get(key)
-                    limiter = new_limiter(limit, now)
+                    limiter = limit.limiter(now)
                     if raw is not None:
                         stored_spec, state = msgpack.unpackb(raw)
                         if stored_spec == spec:
