@@ -143,8 +143,13 @@ class Node:
         """Start serving; returns the bound port (useful with port 0)."""
         await self.engine.start()
         await self.mailbox.start()
-        for provider in self.providers.values():
-            await provider.start()
+        # Only a process that sends opens its providers' connections: an SMPP
+        # bind from every gateway and signaling process would multiply the binds
+        # a carrier sees (they limit them per system_id). The others still parse
+        # the providers' webhooks (ingress), which needs no connection.
+        if "messaging" in self.roles:
+            for provider in self.providers.values():
+                await provider.start()
         await self.messaging.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace)
         await self._runner.setup()

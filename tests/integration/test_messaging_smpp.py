@@ -20,7 +20,9 @@ from presence_server.engines.ports import MessageRecord
 from protocol.smpp.pdu import ESM_TYPE_DELIVERY_RECEIPT, CommandStatus, DeliverSm
 from tests.helpers.instructions import InstructionServer
 from tests.helpers.messaging import NUMBER, account_with_number, call, send, wait_status
-from tests.helpers.servers import RunningServer, TestAccount, start_server
+from presence_server.clock import ManualClock
+from presence_server.node import Node
+from tests.helpers.servers import RunningServer, TestAccount, make_config, start_server
 from tests.helpers.smsc import SmscSimulator, SubmittedPart
 
 SYSTEM_ID, PASSWORD = "presence", "s3cret"
@@ -260,3 +262,24 @@ async def test_mobile_originated_message_is_answered_through_the_pipeline(sim: S
 
 async def _replies(server: RunningServer, account: TestAccount) -> list[MessageRecord]:
     return [r for r in await server.node.engine.messages.list(account.sid) if r.direction == "outbound-reply"]
+
+
+async def test_only_a_process_with_the_messaging_role_binds_to_the_smsc(sim: SmscSimulator) -> None:
+    """A gateway or signaling process never sends, so it must not take one of the
+    carrier's binds (operators get a fixed number per system_id)."""
+    config = make_config([account_with_number()], providers=[smpp_provider(sim)])
+    others = Node(config, clock=ManualClock(), roles=("gateway", "signaling"))
+    await others.start("127.0.0.1", 0)  # first: its bind, if it made one, would come first
+    sender = Node(config, clock=ManualClock(), roles=("messaging",))
+    try:
+        await sender.start("127.0.0.1", 0)
+        await sim.wait_for_bind()
+        # One round trip on a fresh connection after the bind: a second bind started
+        # before it would have reached the simulator by then.
+        reader, writer = await asyncio.open_connection("127.0.0.1", sim.port)
+        writer.close()
+        await writer.wait_closed()
+        assert [system_id for _, system_id, accepted in sim.binds if accepted] == [SYSTEM_ID]
+    finally:
+        await sender.stop()
+        await others.stop()
