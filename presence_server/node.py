@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from typing import Any, Coroutine
 
 import structlog
@@ -36,6 +37,8 @@ from .presence.service import PresenceService
 from .presence.subscriptions import SubscriptionHub
 
 log = structlog.get_logger(__name__)
+
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", ""})
 
 
 def build_engine(config: Config) -> Engine:
@@ -138,6 +141,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
+        self.host = config.server.host  # the address bound, once started
 
     async def start(self, host: str | None = None, port: int | None = None) -> int:
         """Start serving; returns the bound port (useful with port 0)."""
@@ -153,7 +157,8 @@ class Node:
         await self.messaging.start()
         self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, host or self.config.server.host, self.config.server.port if port is None else port)
+        self.host = host or self.config.server.host
+        site = web.TCPSite(self._runner, self.host, self.config.server.port if port is None else port)
         await site.start()
         server = site._server
         assert server is not None
@@ -176,7 +181,12 @@ class Node:
                 log.warning("presence sweep failed; retrying next round", exc_info=True)
 
     def announcement(self) -> NodeInfo:
-        host = self.config.server.host
+        host = self.host
+        if host in WILDCARD_HOSTS:
+            # Bound to every interface: "0.0.0.0:8080" would tell an operator
+            # nothing. The host name is what they find the process by (a
+            # Kubernetes pod's name, a machine's name).
+            host = socket.gethostname()
         return NodeInfo(
             node_id=self.node_id,
             roles=tuple(self.roles),

@@ -4,9 +4,12 @@ operators only."""
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 from tests.helpers.messaging import basic, call
-from tests.helpers.servers import start_server
+from presence_server.clock import ManualClock
+from presence_server.node import Node
+from tests.helpers.servers import RunningServer, TestAccount, make_config, start_server
 from tests.helpers.wsclient import RawClient
 
 OPS = ("ops", "operator-password-123456")
@@ -45,3 +48,18 @@ async def test_without_operator_credentials_configured_nodes_is_closed() -> None
         assert status == 401 and err["code"] == 40014 and "no operator credentials" in err["message"]
     finally:
         await server.node.stop()
+
+
+async def test_a_node_bound_to_every_interface_is_listed_by_its_host_name() -> None:
+    """`0.0.0.0:8080` would not tell an operator which process it is."""
+    account = TestAccount()
+    node = Node(make_config([account], operator={"username": OPS[0], "password": OPS[1]}), clock=ManualClock())
+    port = await node.start("0.0.0.0", 0)
+    try:
+        server = RunningServer(node, node.clock, [account])  # type: ignore[arg-type]
+        status, body, _ = await call(server, "GET", "/v1/Nodes", headers=basic(*OPS))
+        assert status == 200
+        (entry,) = body["nodes"]
+        assert entry["address"] == f"{socket.gethostname()}:{port}"
+    finally:
+        await node.stop()
