@@ -105,6 +105,22 @@ local function reindex(expiry, accounts, account)
   end
 end
 
+-- An identity's next version. A new identity (or one whose keys an empty
+-- restart of Redis lost) starts at Redis' clock in milliseconds, not at 1: gateways
+-- and clients keep the versions they saw across a Redis outage and drop an update
+-- whose version is not newer, so numbering must never go back. (+1 per change
+-- stays below the clock's pace: a change per millisecond, sustained, would be
+-- needed to overtake it.)
+local function bump(presence)
+  local version = redis.call('HINCRBY', presence, 'version', 1)
+  if version == 1 then
+    local now = redis.call('TIME')
+    version = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+    redis.call('HSET', presence, 'version', version)
+  end
+  return version
+end
+
 -- The reply of every presence change: {before, after, version, last_seen}.
 local function change(sessions, presence, before, version)
   return {before, redis.call('HVALS', sessions), version, redis.call('HGET', presence, 'last_seen')}
@@ -118,7 +134,7 @@ UPSERT = LuaScript(
     _PRELUDE
     + """
 local before = redis.call('HVALS', KEYS[1])
-local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+local version = bump(KEYS[2])
 local session = cmsgpack.unpack(ARGV[2])
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 if old then
@@ -146,7 +162,7 @@ end
 local before = redis.call('HVALS', KEYS[1])
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[3], ARGV[4])
-local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+local version = bump(KEYS[2])
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
 end
@@ -173,7 +189,7 @@ redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(session))
 -- The live member goes: renewal (ZADD XX of live members) can no longer extend it.
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
-local version = redis.call('HINCRBY', KEYS[2], 'version', 1)
+local version = bump(KEYS[2])
 reindex(KEYS[3], KEYS[4], ARGV[6])
 return change(KEYS[1], KEYS[2], before, version)
 """,
@@ -245,7 +261,7 @@ for i = 1, #due, 2 do
   if raw then
     local before = redis.call('HVALS', sessions)
     redis.call('HDEL', sessions, sid)
-    local version = redis.call('HINCRBY', presence, 'version', 1)
+    local version = bump(presence)
     if redis.call('HLEN', sessions) == 0 then
       -- A lingering session was last seen when its connection dropped; a live one
       -- whose node stopped renewing, when its lease ran out.
