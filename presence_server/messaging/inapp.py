@@ -67,8 +67,13 @@ class InApp:
         self._acks[record.sid] = fut
         try:
             wire = frame.to_wire()
+            reached = 0
             for session in sessions:
-                await self.mailbox.send(session.node_id, "deliver", session=session.session_id, frame=wire)
+                reached += await self.mailbox.send(session.node_id, "deliver", session=session.session_id, frame=wire)
+            if not reached:
+                # Every session is on a gateway that is gone (its leases have not run
+                # out yet): nobody can ack, so don't wait for the ack timeout.
+                return None
             sleeper = asyncio.ensure_future(self.clock.sleep(self.ack_timeout))
             try:
                 await asyncio.wait({fut, sleeper}, return_when=asyncio.FIRST_COMPLETED)

@@ -9,6 +9,8 @@ from typing import Any, AsyncIterator
 
 import pytest
 
+from protocol.presence import SessionPresence
+
 from tests.helpers.carrier import FakeCarrier
 from tests.helpers.instructions import InstructionServer
 from tests.helpers.messaging import NUMBER, account_with_number, basic, call, send, settle, wait_status
@@ -67,6 +69,17 @@ async def test_no_ack_falls_back_to_sms(server: RunningServer) -> None:
     record = await wait_status(server, body["sid"], "sent")
     assert record.channel == "sms" and record.fallback_reason == "not-acked" and record.to == "+15550100001"
     await alice.close()
+
+
+async def test_a_session_on_a_gateway_that_is_gone_gets_sms_without_waiting_for_the_ack_timeout(server: RunningServer) -> None:
+    # A gateway killed a moment ago: its session is still present (the lease has
+    # not run out) but nobody listens at its node's address, so no ack can come.
+    ghost = SessionPresence("SE" + "0" * 32, server.account.sid, "alice", "ND" + "0" * 32, capabilities=("messaging",))
+    await server.node.engine.presence.upsert(ghost, lease_expires=server.clock.time() + 30)
+    _, body = await send(server, To="client:alice", From=NUMBER, Body="anyone?")
+    # The clock stands still: waiting for the ack timeout would never end.
+    record = await wait_status(server, body["sid"], "sent")
+    assert record.channel == "sms" and record.fallback_reason == "not-acked" and record.to == "+15550100001"
 
 
 async def test_absent_or_incapable_app_gets_sms(server: RunningServer) -> None:
