@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 APT    := $(shell [ "$$(id -u)" = 0 ] && echo apt-get || echo sudo apt-get)
 
-.PHONY: run test bench install install-test system-deps typecheck clean
+.PHONY: run test bench soak fuzz chaos install install-test system-deps typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,11 +22,12 @@ install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
 # Debian packages the test suite starts itself (it never uses a running service):
-# redis-server, and Chromium for the real-browser tests (Playwright drives
+# redis-server (and redis-cli, which joins the test Redis Cluster), and Chromium for the real-browser tests (Playwright drives
 # Debian's /usr/bin/chromium; it never downloads a browser of its own).
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then $(APT) update -q && DEBIAN_FRONTEND=noninteractive $(APT) install -y -q $$missing; fi
 
@@ -49,7 +50,28 @@ bench: install
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	if [ -n "$$missing" ]; then $(APT) update -q && DEBIAN_FRONTEND=noninteractive $(APT) install -y -q $$missing \
 		|| echo "could not install$$missing: the scenarios that need them say so in docs/benchmarks.md"; fi
-	@set -e; for f in bench/[!_]*.py; do m=$$(basename $$f .py); echo "== bench.$$m"; $(BIN)/python -m bench.$$m; done
+	@set -e; for f in bench/[!_]*.py; do m=$$(basename $$f .py); [ $$m = soak ] && continue; echo "== bench.$$m"; $(BIN)/python -m bench.$$m; done
+
+# The soak (docs/reliability.md, section 6): ten minutes of steady mixed traffic, memory and
+# descriptors judged flat. Not in `make bench`'s loop: it alone would lengthen it by ten minutes.
+soak: install
+	@[ $(VENV)/.installed-bench -nt pyproject.toml ] || { $(BIN)/pip install -q -e '.[bench]' && touch $(VENV)/.installed-bench; }
+	$(BIN)/python -m bench.soak --minutes $(or $(MINUTES),10)
+
+# Fuzzing (docs/reliability.md, section 1): the Hypothesis suite of tests/fuzz once, then every
+# coverage-guided atheris harness for FUZZ_SECONDS each; prints and records per parser the inputs
+# tried, crashes and corpus size, and rewrites that section. Installs the fuzz extra (atheris).
+FUZZ_SECONDS ?= 60
+fuzz: install-test
+	@[ $(VENV)/.installed-fuzz -nt pyproject.toml ] || { $(BIN)/pip install -q -e '.[fuzz]' && touch $(VENV)/.installed-fuzz; }
+	$(BIN)/python -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+
+# The fault suite at a moderate size (tests/chaos): CHAOS_ROUNDS rounds of every
+# fault on real processes and a real Redis; writes the figures into the faults
+# section of docs/reliability.md. `make test` runs one round and writes nothing.
+CHAOS_ROUNDS ?= 5
+chaos: install-test system-deps
+	$(BIN)/python -m tests.chaos --rounds $(CHAOS_ROUNDS) --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .mypy_cache

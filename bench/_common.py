@@ -9,6 +9,7 @@ runs ``bench/[!_]*.py``.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -253,6 +254,16 @@ data_dir = "{data_dir}"
 [logging]
 format = "json"
 level = "{log_level}"
+
+# The load generator is one address and one account: the per-address and
+# per-account limits would refuse it, and a benchmark measures capacity.
+[gateway]
+max_connections_per_address = 0
+max_sessions_per_account = 0
+
+[http]
+rate = 1000000.0
+burst = 1000000
 {sections}
 {account.toml(account_extra)}
 {account_tables}
@@ -261,18 +272,55 @@ level = "{log_level}"
 
 def product_server(
     workdir: Path, account: BenchAccount, *, name: str = "server", roles: str | None = None, wrapper: list[str] | None = None,
-    **config: Any,
+    tree: Path | None = None, **config: Any,
 ) -> ServerProcess:
     """``presence-server serve --config`` as a subprocess (``wrapper``: the
-    interpreter arguments that run the CLI some other way, e.g. bench._memserver)."""
+    interpreter arguments that run the CLI some other way, e.g. bench._memserver;
+    ``tree``: run the server from another checkout, e.g. a ``git worktree`` of an
+    earlier commit, for before/after figures from the same run)."""
     port = free_port()
     data_dir = workdir / f"data-{name}-{port}"
     path = workdir / f"{name}-{port}.toml"
-    path.write_text(product_config(port, data_dir, account, **config))
+    text = product_config(port, data_dir, account, **config)
+    if tree is not None:
+        text = config_for_tree(text, tree)
+        wrapper = ["-c", f"import runpy, sys; sys.path.insert(0, {str(tree)!r});"
+                         " runpy.run_module('presence_server.cli', run_name='__main__', alter_sys=True)"]
+    path.write_text(text)
     argv = [sys.executable, *(wrapper or ["-m", "presence_server.cli"]), "serve", "--config", str(path)]
     if roles is not None:
         argv += ["--roles", roles]
     return ServerProcess(argv, port, workdir / f"{name}-{port}.log", workdir)
+
+
+def config_for_tree(text: str, tree: Path) -> str:
+    """The config without the sections and keys an older checkout does not know
+    (its config refuses unknown ones): a name is kept when that tree's config
+    module declares a field of that name."""
+    known = (tree / "presence_server" / "config.py").read_text()
+
+    def declared(name: str) -> bool:
+        return re.search(rf"^\s+{re.escape(name)}\s*:", known, re.MULTILINE) is not None
+
+    kept: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        header = re.match(r"\s*\[\[?([A-Za-z0-9_.]+)\]\]?\s*$", line)
+        if header is not None:
+            skipping = not declared(header.group(1).rsplit(".", 1)[-1])
+        key = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=", line)
+        if skipping or (key is not None and not declared(key.group(1))):
+            continue
+        kept.append(line)
+    return "\n".join(kept) + "\n"
+
+
+def before_tree(value: str) -> Path:
+    """argparse type of ``--before``: a checkout holding presence_server/."""
+    path = Path(value).resolve()
+    if not (path / "presence_server" / "cli.py").exists():
+        raise argparse.ArgumentTypeError(f"{path} holds no presence_server/cli.py")
+    return path
 
 
 # -- profiles (py-spy) ----------------------------------------------------------------

@@ -210,6 +210,9 @@ async def main_async(args: argparse.Namespace) -> int:
         runs.append(await hold(product, "product", args.n, product_frame, args.hold, args.concurrency))
         runs.append(await hold(c.helper_server(workdir, "ws-aiohttp"), "aiohttp", args.n, bare_frame, args.hold, args.concurrency))
         runs.append(await hold(c.helper_server(workdir, "ws-websockets"), "websockets", args.n, bare_frame, args.hold, args.concurrency))
+        if args.before:
+            before = c.product_server(workdir, account, name="before", log_level=args.log_level, tree=args.before)
+            runs.append(await hold(before, "product (before)", args.n, product_frame, args.hold, args.concurrency))
         print()
         base = runs[1]
         for r in runs:
@@ -331,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's (default info)")
     parser.add_argument("--section", default=NAME, help="the docs/benchmarks.md section to write (default idle; e.g. idle-large for a run at the target size)")
     parser.add_argument("--profile", action="store_true", help="only profile the product's memory (tracemalloc); writes the profile subsection")
+    parser.add_argument("--before", type=c.before_tree, metavar="PATH",
+                        help="also hold the N sessions in the product run from this checkout (e.g. a git worktree of an"
+                             " earlier commit), labelled 'product (before)': before/after figures from one run")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args(argv)

@@ -59,6 +59,7 @@ INGRESS_USER, INGRESS_PASSWORD = "carrier", "bench-carrier-password"
 TARGET_RATE = 200
 TARGETS = {"embedded": 0.005, "redis": 0.015, "redis-split": 0.015}
 MAX_POOL = 256
+SENT_PROBE = 40  # calls (at 20/s) watched with MONITOR after the ramp
 
 
 @dataclass
@@ -161,6 +162,9 @@ class Ramp:
     steps: list[RateResult] = field(default_factory=list)
     unavailable: str | None = None
     redis_commands: dict[str, int] = field(default_factory=dict)  # over the ramp's steps, by command
+    # Commands the product sent to Redis (not those run inside its scripts), by
+    # name, over a probe of SENT_PROBE calls after the ramp: MONITOR.
+    sent_commands: dict[str, int] = field(default_factory=dict)
 
     @property
     def calls(self) -> int:
@@ -172,6 +176,13 @@ class Ramp:
     def top_commands(self, n: int = 6) -> str:
         top = sorted(self.redis_commands.items(), key=lambda kv: -kv[1])[:n]
         return ", ".join(f"{name} {count / max(1, self.calls):.1f}" for name, count in top)
+
+    def sent_per_call(self) -> float:
+        return sum(self.sent_commands.values()) / SENT_PROBE
+
+    def top_sent(self) -> str:
+        top = sorted(self.sent_commands.items(), key=lambda kv: -kv[1])
+        return ", ".join(f"{name} {count / SENT_PROBE:.1f}" for name, count in top)
 
     def at(self, rate: int) -> RateResult | None:
         return next((s for s in self.steps if s.rate == rate), None)
@@ -285,6 +296,24 @@ class Driver:
     def label(self) -> str:
         return self.ramp.label
 
+    async def probe_sent_commands(self) -> None:
+        """Count the commands the product sends to Redis per call: MONITOR
+        (which names script-internal commands ``[0 lua]``, so only the
+        product's own requests are counted) over SENT_PROBE calls at
+        20/s. The background work of those 2 s (lease renewal, the sweeper,
+        the bus's liveness check) is counted too: a fraction of a command per
+        call."""
+        assert self.redis is not None
+        monitor = await RedisMonitor.open(self.redis.port)
+        try:
+            step = await run_step(self.http_port, self.path, self.headers, 20, SENT_PROBE / 20, self.callees, 8_000_000, self.pids)
+        finally:
+            counts = await monitor.close()
+        if step.sent != SENT_PROBE or step.missing:
+            raise RuntimeError(f"probe sent {step.sent} calls, {step.missing} without an invite")
+        self.ramp.sent_commands = counts
+        print(f"  {self.label}: {self.ramp.sent_per_call():.1f} Redis commands sent per call ({self.ramp.top_sent()})", flush=True)
+
     async def step(self, rate: int, seconds: float) -> Step:
         step = await run_step(self.http_port, self.path, self.headers, rate, seconds, self.callees, self.first, self.pids)
         self.first += step.sent
@@ -295,6 +324,10 @@ class Driver:
             after = self.redis.commandstats()
             self.ramp.redis_commands = {k: v - self.commands_before.get(k, 0) for k, v in after.items() if v > self.commands_before.get(k, 0)}
             print(f"  {self.label}: {self.ramp.commands_per_call():.1f} Redis commands per call ({self.ramp.top_commands()})", flush=True)
+            try:
+                await self.probe_sent_commands()
+            except (OSError, RuntimeError) as exc:
+                print(f"  {self.label}: MONITOR probe failed: {exc}", flush=True)
         self.pinger.stop()
         if self.product:
             for conn in self.sessions.conns:
@@ -372,6 +405,40 @@ allow_private_urls = true
 """
 
 
+class RedisMonitor:
+    """A MONITOR connection counting the commands clients send (by name),
+    leaving out those Lua scripts run (``[0 lua]``) and its own."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.counts: dict[str, int] = {}
+        self.task = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def open(cls, port: int) -> RedisMonitor:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"MONITOR\r\n")
+        if not (await reader.readline()).startswith(b"+OK"):
+            raise RuntimeError("MONITOR refused")
+        return cls(reader, writer)
+
+    async def _read(self) -> None:
+        while line := await self.reader.readline():
+            # +1700000000.123456 [0 127.0.0.1:5000] "evalsha" "..." ...
+            _, _, rest = line.partition(b" [")
+            source, _, command = rest.partition(b"] ")
+            if source.endswith(b" lua") or not command.startswith(b'"'):
+                continue
+            name = command[1:command.index(b'"', 1)].decode(errors="replace").lower()
+            self.counts[name] = self.counts.get(name, 0) + 1
+
+    async def close(self) -> dict[str, int]:
+        await asyncio.sleep(0.2)  # the last commands' lines
+        self.task.cancel()
+        self.writer.close()
+        return dict(self.counts)
+
+
 class Redis:
     """A redis-server of our own on a free port (persistence off), like
     tests/helpers/redis_server.py, without that module's pytest import (the
@@ -440,11 +507,12 @@ class Redis:
 
 
 async def product_driver(label: str, args: argparse.Namespace, workdir: Path, account: c.BenchAccount, ins_url: str,
-                         redis: Redis | None, split: bool, tokens: list[str]) -> Driver:
+                         redis: Redis | None, split: bool, tokens: list[str], tree: Path | None = None) -> Driver:
     if redis is not None:
         redis.start()
     engine_url = redis.url if redis else None
-    conf: dict[str, Any] = dict(log_level=args.log_level, engine_url=engine_url, sections=SECTIONS, account_tables=account_tables(ins_url))
+    conf: dict[str, Any] = dict(log_level=args.log_level, engine_url=engine_url, sections=SECTIONS, account_tables=account_tables(ins_url),
+                                tree=tree)
     if split:
         servers = [c.product_server(workdir, account, name="gateway", roles="gateway", **conf),
                    c.product_server(workdir, account, name="signaling", roles="signaling", **conf)]
@@ -507,7 +575,10 @@ def render(env: dict[str, str], args: argparse.Namespace, ramps: list[Ramp]) -> 
     for r in ramps:
         if r.redis_commands:
             lines.append(f"- **{r.label}**: {r.commands_per_call():.1f} Redis commands per call over the ramp"
-                         f" (INFO commandstats; per call: {r.top_commands()}).")
+                         f" (INFO commandstats, which counts the commands run inside scripts too; per call: {r.top_commands()}).")
+        if r.sent_commands:
+            lines.append(f"- **{r.label}**: {r.sent_per_call():.1f} commands sent to Redis per call (MONITOR over {SENT_PROBE}"
+                         f" calls at 20/s after the ramp, the commands inside scripts left out; per call: {r.top_sent()}).")
     image = c.plot(NAME, lambda ax: draw(ax, ramps))
     img = f"\n![Signaling latency against call rate]({image})\n" if image else ""
     return c.section(NAME, f"""
@@ -593,15 +664,16 @@ async def main_async(args: argparse.Namespace) -> int:
             return await profile(args, workdir, account, ins_url, tokens)
         drivers: list[Driver] = []
         try:
-            if "embedded" in args.engines:
-                drivers.append(await product_driver("embedded", args, workdir, account, ins_url, None, False, tokens))
-            for label, split in (("redis", False), ("redis-split", True)):
-                if label not in args.engines:
-                    continue
-                if not shutil.which("redis-server"):
-                    ramps.append(Ramp(label, unavailable="redis-server is not installed (apt-get install redis-server)"))
-                    continue
-                drivers.append(await product_driver(label, args, workdir, account, ins_url, Redis(), split, tokens))
+            for tree, suffix in ((None, ""), *(((args.before, " (before)"),) if args.before else ())):
+                if "embedded" in args.engines:
+                    drivers.append(await product_driver("embedded" + suffix, args, workdir, account, ins_url, None, False, tokens, tree))
+                for label, split in (("redis", False), ("redis-split", True)):
+                    if label not in args.engines:
+                        continue
+                    if not shutil.which("redis-server"):
+                        ramps.append(Ramp(label + suffix, unavailable="redis-server is not installed (apt-get install redis-server)"))
+                        continue
+                    drivers.append(await product_driver(label + suffix, args, workdir, account, ins_url, Redis(), split, tokens, tree))
             drivers.append(await start_driver(
                 "bare", args, [c.helper_server(workdir, "ws-aiohttp", ins_url)], ws_port_of=0, http_port_of=0, path="/ingress",
                 headers={}, callee_frame=lambda i: {"type": "register", "identity": f"callee-{i}"}, product=False,
@@ -688,6 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", action="store_true", help="add redis-split (a gateway and a signaling process)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's (default info)")
     parser.add_argument("--profile", action="store_true", help="only profile the product (the first of --engines) at 200 calls/s with py-spy")
+    parser.add_argument("--before", type=c.before_tree, metavar="PATH",
+                        help="also run the product from this checkout (e.g. a git worktree of an earlier commit), each engine"
+                             " labelled '(before)', in the same interleaving: before/after figures from one run")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args(argv)

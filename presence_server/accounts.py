@@ -123,14 +123,25 @@ class AccountRegistry:
         key = self._keys.get(key_sid)
         return key is not None and not key.revoked
 
-    def revoke_key(self, key_sid: str) -> bool:
-        """Revoke an API key at run time: its tokens are refused from now on,
-        and live sessions that registered with it end at their next request."""
+    def account_key(self, account_sid: str, key_sid: str) -> SigningKey | None:
+        """One of this account's API keys (None for another account's: callers
+        answer both the same, so nobody learns that a key exists elsewhere)."""
         key = self._keys.get(key_sid)
-        if key is None:
+        return key if key is not None and key.account_sid == account_sid else None
+
+    def revoke_key(self, key_sid: str, account_sid: str | None = None) -> bool:
+        """Mark an API key revoked in this process: its tokens are refused from
+        now on (see presence_server/revocations.py for the shared, durable half).
+        True when this changed it; False when it was already revoked, unknown,
+        or (with ``account_sid``) another account's."""
+        key = self._keys.get(key_sid)
+        if key is None or key.revoked or (account_sid is not None and key.account_sid != account_sid):
             return False
         self._keys[key_sid] = SigningKey(key.sid, key.account_sid, key.secret, key.public_key_pem, revoked=True)
         return True
+
+    def account_sids(self) -> list[str]:
+        return list(self._accounts)
 
     def authenticate(self, username: str, password: str) -> Account | None:
         """HTTP Basic credentials: an account's sid and auth token, or one of its

@@ -7,13 +7,16 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
+
+import structlog
 
 from protocol.tokens import default_grants, mint_token
 
 from . import dev
 from .clock import SystemClock
 from .config import Config, ConfigError, load_config
+from .gc_tuning import settle_after_start
 from .logs import configure_logging
 from .roles import ROLES
 from .outbox_cli import register_outbox_command, run_outbox_command
@@ -31,7 +34,8 @@ def _config_with_dev(path: str | None, is_dev: bool, host: str | None = None, po
         return config
     # Dev mode always has the dev account (after any configured ones), so the
     # banner and `token` have a key to sign with.
-    dev_account = dev.load_or_create(base_url=f"http://{config.server.host}:{config.server.port}")
+    scheme = "https" if config.server.tls else "http"
+    dev_account = dev.load_or_create(base_url=f"{scheme}://{config.server.host}:{config.server.port}")
     accounts = [a.model_dump() for a in config.accounts if a.sid != dev_account["sid"]]
     if config.operator.username is None:  # so the dashboard opens with nothing configured
         overrides["operator"] = dev.operator_credentials()
@@ -48,29 +52,57 @@ def _pick_key(config: Config, account_sid: str | None, key_sid: str | None) -> t
     raise ConfigError(["no account has an unrevoked API key with a secret to sign with (matching --account/--key)"])
 
 
-async def _serve(config: Config, roles: tuple[str, ...]) -> None:
+async def _serve(config: Config, roles: tuple[str, ...], reread: Callable[[], Config] | None = None) -> None:
     from .node import Node
 
     node = Node(config, clock=SystemClock(), roles=roles)
     port = await node.start()
+    settle_after_start()  # gc: start-up objects out of every collection's way (gc_tuning.py)
     if config.dev:
         _print_dev_banner(config, port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if reread is not None:
+        # SIGHUP (systemctl reload, after a certificate renewal) re-reads the
+        # file; its default action would end the process.
+        loop.add_signal_handler(signal.SIGHUP, _reload, node, config, reread)
     await stop.wait()
     await node.stop()
+
+
+def _reload(node: Any, running: Config, reread: Callable[[], Config]) -> None:
+    """Re-read the configuration (secret references resolved again) and load
+    the TLS certificate and key it names. Only TLS is applied while running;
+    a change elsewhere is logged as waiting for a restart."""
+    log = structlog.get_logger("presence_server.cli")
+    try:
+        fresh = reread()
+    except ConfigError as exc:
+        log.error("SIGHUP: the configuration is invalid; nothing reloaded", problems=exc.problems)
+        return
+    node.reload_tls(fresh.server)
+    tls_keys = {"tls_cert", "tls_key", "tls_key_password", "tls_min_version"}
+    changed = sorted(
+        name for name in type(running).model_fields
+        if name != "server" and getattr(running, name) != getattr(fresh, name)
+    )
+    if running.server.model_dump(exclude=tls_keys) != fresh.server.model_dump(exclude=tls_keys):
+        changed.insert(0, "server")
+    if changed:
+        log.warning("SIGHUP: settings changed that apply only after a restart", sections=changed)
 
 
 def _print_dev_banner(config: Config, port: int) -> None:
     account = config.accounts[-1]  # the dev account
     key = account.api_keys[0]
     host = config.server.host
+    scheme = "https" if config.server.tls else "http"
     exe = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "presence-server"
     print(
         f"""
-presence-server (dev mode) on http://{host}:{port}
+presence-server (dev mode) on {scheme}://{host}:{port}
   account    {account.sid}
   auth token {account.auth_token}
   API key    {key.sid}
@@ -80,12 +112,12 @@ Mint a token for a client:
   .venv/bin/{exe} token --identity alice
 
 See alice's presence:
-  curl -u {account.sid}:{account.auth_token} http://{host}:{port}/v1/Accounts/{account.sid}/Presence/alice
+  curl -u {account.sid}:{account.auth_token} {scheme}://{host}:{port}/v1/Accounts/{account.sid}/Presence/alice
 
 The operator dashboard (user {config.operator.username}, password {config.operator.password}):
-  http://{host}:{port}/dashboard
+  {scheme}://{host}:{port}/dashboard
 
-Open http://{host}:{port}/demo in two tabs and call yourself.
+Open {scheme}://{host}:{port}/demo in two tabs and call yourself.
 """,
         flush=True,
     )
@@ -162,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run = uvloop.run
         except ImportError:  # pragma: no cover - uvloop is not on every platform
             pass
-        run(_serve(config, roles))
+        run(_serve(config, roles, reread=lambda: _config_with_dev(args.config, args.dev, args.host, args.port)))
         return 0
     except (ConfigError, ValueError) as exc:  # ValueError: mint_token's refusal (bad identity, ...)
         print(f"presence-server: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ into lines that name each bad key as a path, such as
 ``accounts[0].api_keys[1].sid``.
 
 Environment overrides: ``PRESENCE_<SECTION>_<KEY>=value`` sets ``key`` in
-``[section]`` for the scalar sections (server, engine, gateway, presence,
+``[section]`` for the scalar sections (server, engine, gateway, http, presence,
 tokens, logging, security, signaling, messaging, operator). Variables naming another section are
 not ours and are ignored; an unknown key of a known section is an error. The value is read as a TOML value when it parses as one
 (``8081``, ``true``, ``"x"``), else as a plain string.
@@ -15,6 +15,7 @@ not ours and are ignored; an unknown key of a known section is an error. The val
 
 from __future__ import annotations
 
+import copy
 import os
 import tomllib
 from pathlib import Path
@@ -23,7 +24,11 @@ from typing import Any, Literal, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocol.addresses import identity_problem, is_e164, is_sid
+from protocol.forwarding import parse_networks
 from protocol.tokens import load_public_key
+
+from . import tls
+from .secret_refs import resolve_path, resolve_references
 
 ENV_PREFIX = "PRESENCE_"
 MIN_SECRET_LENGTH = 16
@@ -70,19 +75,46 @@ class ServerConfig(_Section):
     # How often the node announces itself in the node registry (GET /v1/Nodes);
     # it drops out of the list after three missed announcements.
     node_heartbeat: float = Field(5.0, gt=0, le=300)
+    # Peers whose X-Forwarded-For is believed (load balancers, reverse proxies):
+    # addresses or CIDR networks. Others' is ignored (protocol/forwarding.py).
+    trusted_proxies: list[str] = []
+    # Serve https/wss on the port (PEM files; checked at start by tls.py, and
+    # reloaded on SIGHUP). Without them: plain http/ws, TLS left to a proxy.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_key_password: str | None = None
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
 
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
         return _url_check(value.rstrip("/") if value else value)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        parse_networks(value)  # ValueError names the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("give both server.tls_cert and server.tls_key, or neither")
+        if self.tls_key_password is not None and self.tls_key is None:
+            raise ValueError("server.tls_key_password is set without server.tls_key")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
     def base_url(self) -> str:
         """This server's URL as others reach it: public_url, else from host and port
-        (a wildcard host is reached on loopback)."""
+        (a wildcard host is reached on loopback; https when it serves TLS)."""
         if self.public_url:
             return self.public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{host}:{self.port}"
 
 
 class EngineConfig(_Section):
@@ -97,8 +129,12 @@ class EngineConfig(_Section):
         if self.kind == "redis":
             if not self.url:
                 raise ValueError("engine.url is required when kind = 'redis'")
-            if not self.url.startswith(("redis://", "rediss://", "unix://")):
-                raise ValueError("engine.url must be a redis://, rediss:// or unix:// URL")
+            # One server (redis://, rediss://, unix://) or a Redis Cluster
+            # (redis+cluster://host:port,host:port): the engine's own parser, so a
+            # URL accepted here is one the engine can use, and its error names the mistake.
+            from .engines.redis.topology import parse
+
+            parse(self.url)
         return self
 
 
@@ -115,12 +151,35 @@ class GatewayConfig(_Section):
     # Frames queued for a client that does not read them; past this the
     # session is closed (4013) rather than held in memory without bound.
     max_pending_frames: int = Field(1024, ge=16)
+    # WebSocket connections open at once from one client address (IPv6: one
+    # /64), and registered sessions of one account, on this node; 0: no limit.
+    # Per node, as what they protect is this node's sockets and memory.
+    max_connections_per_address: int = Field(1000, ge=0)
+    max_sessions_per_account: int = Field(10000, ge=0)
 
     @model_validator(mode="after")
     def _idle_after_heartbeat(self) -> GatewayConfig:
         if self.idle_timeout <= self.heartbeat:
             raise ValueError("gateway.idle_timeout must be longer than gateway.heartbeat")
         return self
+
+
+class HttpConfig(_Section):
+    """Limits of the REST API (the WebSocket has [gateway]'s). Buckets are per
+    node: see docs/reliability.md#attacks for why."""
+
+    # Requests per second (sustained, and at once) one account may make with
+    # its credentials; past them: 429 (20429) with Retry-After.
+    rate: float = Field(1000.0, gt=0)
+    burst: int = Field(2000, ge=1)
+    # Failed authentications (401) one client address may cause, sustained and
+    # at once; past them every request from it is answered 429 until a token is back.
+    auth_failure_rate: float = Field(1.0, gt=0)
+    auth_failure_burst: int = Field(50, ge=1)
+    # A connection that has not sent a whole request head this long after it
+    # connected (or after its last response) is closed: slowloris clients and
+    # idle keep-alive connections alike.
+    header_timeout: float = Field(75.0, gt=0, le=3600)
 
 
 class PresenceConfig(_Section):
@@ -247,7 +306,8 @@ class FallbackConfig(_Section):
     def _template(cls, value: str) -> str:
         try:
             value.format(**{"from": "x", "to": "y"})
-        except (KeyError, IndexError, ValueError) as exc:
+        # AttributeError, TypeError: "{from.x}", "{from[x]}" (found by tests/fuzz).
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as exc:
             raise ValueError(f"may use only {{from}} and {{to}}: {exc}") from None
         return value
 
@@ -314,6 +374,18 @@ class SecurityConfig(_Section):
     # True lets instruction and callback URLs reach loopback and private
     # addresses (dev mode allows loopback on its own).
     allow_private_urls: bool = False
+    # Exactly these "address:port" endpoints on a private network may be requested
+    # (one app there), while the rest of it stays refused.
+    allowed_private_endpoints: list[str] = Field(default_factory=list, max_length=100)
+
+    @field_validator("allowed_private_endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        from .signaling.urlguard import parse_endpoint  # here: config stays importable without aiohttp's client
+
+        for entry in value:
+            parse_endpoint(entry)  # ValueError says what is expected
+        return value
 
 
 class SignalingConfig(_Section):
@@ -353,7 +425,8 @@ class MessagingConfig(_Section):
     def _shares(cls, value: dict[str, float]) -> dict[str, float]:
         if set(value) != {"urgent", "normal", "bulk"}:
             raise ValueError("give a share for each of urgent, normal and bulk")
-        if any(v <= 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
+        # "not v > 0" rather than "v <= 0": a NaN share (TOML has nan) is refused too.
+        if any(not v > 0 for v in value.values()) or abs(sum(value.values()) - 1.0) > 1e-6:
             raise ValueError("shares must be positive and sum to 1")
         return value
 
@@ -495,6 +568,7 @@ class Config(_Section):
     server: ServerConfig = ServerConfig()
     engine: EngineConfig = EngineConfig()
     gateway: GatewayConfig = GatewayConfig()
+    http: HttpConfig = HttpConfig()
     presence: PresenceConfig = PresenceConfig()
     tokens: TokensConfig = TokensConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -550,7 +624,7 @@ class Config(_Section):
         return self
 
 
-ENV_SECTIONS = ("server", "engine", "gateway", "presence", "tokens", "logging", "security", "signaling", "messaging", "operator")
+ENV_SECTIONS = ("server", "engine", "gateway", "http", "presence", "tokens", "logging", "security", "signaling", "messaging", "operator")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -566,7 +640,7 @@ def _path(loc: tuple[Any, ...]) -> str:
 def _env_value(raw: str) -> Any:
     try:
         return tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: "[[[[..." (tomllib recurses)
         return raw
 
 
@@ -585,20 +659,39 @@ def apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any
         if key not in model.model_fields:  # type: ignore[union-attr]
             problems.append(f"{name}: [{section}] has no key '{key}'")
             continue
-        data.setdefault(section, {})[key] = _env_value(raw)
+        table = data.setdefault(section, {})
+        if not isinstance(table, dict):  # the file has `server = 5`: nothing to set a key in
+            problems.append(f"{name}: '{section}' in the file is not a table, so [{section}] {key} cannot be set")
+            continue
+        table[key] = _env_value(raw)
     if problems:
         raise ConfigError(problems)
     return data
 
 
-def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+def parse_config(
+    data: Mapping[str, Any], environ: Mapping[str, str] | None = None, *, base_dir: Path | None = None, **overrides: Any
+) -> Config:
+    """``base_dir``: where relative file names (secret files, TLS files) start;
+    the config file's directory (load_config), else the working directory."""
     merged = dict(data)
     if "dev" in merged:
         raise ConfigError(["dev: not a file setting; use 'serve --dev'"])
-    merged = apply_env({k: dict(v) if isinstance(v, dict) else v for k, v in merged.items()}, environ or {})
-    merged.update(overrides)
+    # A deep copy: references are resolved in place, and the caller's data stays as given.
+    merged = apply_env(copy.deepcopy(merged), environ or {})
+    merged.update(copy.deepcopy(overrides))
+    # Secrets by reference ({ env = ... } / { file = ... }) become values before
+    # validation, so every check applies to what they hold.
+    unresolved = resolve_references(merged, environ or {}, base_dir)
+    if unresolved:
+        raise ConfigError(unresolved)
+    server = merged.get("server")
+    if isinstance(server, dict):
+        for key in ("tls_cert", "tls_key"):
+            if isinstance(server.get(key), str):
+                server[key] = resolve_path(server[key], base_dir)
     try:
-        return Config.model_validate(merged)
+        config = Config.model_validate(merged)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
@@ -607,6 +700,12 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str] | None = No
                 msg = "unknown key"
             problems.append(f"{_path(err['loc'])}: {msg}")
         raise ConfigError(problems) from None
+    # The TLS files are read once the keys are valid on their own: the check
+    # needs the password, and reports the files as the keys that name them.
+    tls_problems = tls.check(config.server)
+    if tls_problems:
+        raise ConfigError([str(p) for p in tls_problems])
+    return config
 
 
 def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
@@ -618,6 +717,9 @@ def load_config(path: str | os.PathLike[str] | None, environ: Mapping[str, str] 
             raise ConfigError([f"{path}: no such file"]) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+        except RecursionError:  # tomllib recurses into nested arrays and tables (found by tests/fuzz)
+            raise ConfigError([f"{path}: not valid TOML: arrays or tables nested too deeply"]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    return parse_config(data, os.environ if environ is None else environ, **overrides)
+    base_dir = Path(path).resolve().parent if path is not None else None
+    return parse_config(data, os.environ if environ is None else environ, base_dir=base_dir, **overrides)

@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import random
 import socket
+import ssl
+from datetime import datetime, timezone
 from typing import Any, Coroutine
 
 import structlog
@@ -14,22 +16,24 @@ from aiohttp import web
 
 from protocol.addresses import new_sid
 
-from . import VERSION
+from . import VERSION, tls
 from .accounts import AccountRegistry
 from .carriers import Provider, build_provider, default_provider_configs
 from .carriers.base import CarrierEvents, DeliveryReport, InboundMessage
 from .clock import Clock, SystemClock
-from .config import Config
+from .config import Config, ServerConfig
 from .engines.memory import MemoryEngine
 from .engines.redis import RedisEngine
 from .engines.ports import Engine, NodeInfo
 from .gateway.gateway import Gateway
 from .mailbox import Mailbox
+from .peers import PeerWatch
 from .messaging.service import MessagingService, inbound_adapter
+from .revocations import KeyRevocationService
 from .roles import ROLES
 from .signaling.fetcher import InstructionFetcher
 from .signaling.service import SignalingService
-from .signaling.urlguard import UrlPolicy, guarded_session
+from .signaling.urlguard import UrlPolicy, guarded_session, parse_endpoint
 from .tasks import cancel_and_wait
 from .webhooks import WebhookSender
 from .http.app import build_app
@@ -77,6 +81,7 @@ class Node:
         self._signaling_nodes: list[str] = []  # live signaling nodes, for a node without that role
         self.engine = engine or build_engine(config)
         self.mailbox = Mailbox(self.engine.bus, self.node_id)
+        self.peer_watch = PeerWatch(self.mailbox, self.clock, dead_after=2 * config.server.node_heartbeat)
         # Carrier providers (by name): started after the engine, closed before it.
         # With none configured, the embedded outbox records what would be sent.
         # Reports and inbound messages from a provider's own connection (SMPP) go
@@ -108,10 +113,17 @@ class Node:
             signaling_node=self.signaling_node,
             signaling_gone=self.signaling_gone,
         )
+        # API keys revoked over REST: shared through the engine, applied to this
+        # node's registry, and the gateway's sessions signed by them ended at once.
+        self.revocations = KeyRevocationService(self.engine, self.accounts, self.clock, self.gateway.end_sessions_signed_by)
         # Requests to customers' URLs go through the SSRF guard; dev mode may
         # reach loopback (the demo's instruction app), nothing else private.
         self.http = guarded_session(
-            UrlPolicy(allow_private=config.security.allow_private_urls, allow_loopback=config.dev)
+            UrlPolicy(
+                allow_private=config.security.allow_private_urls,
+                allow_loopback=config.dev,
+                allowed_endpoints=frozenset(parse_endpoint(e) for e in config.security.allowed_private_endpoints),
+            )
         )
         self.webhooks = WebhookSender(self.http, self.clock)
         # Every node accepts messages and takes delivery reports; only a node with
@@ -139,6 +151,7 @@ class Node:
             self.messaging.set_inbound(inbound_adapter(self.accounts, self.signaling.ingress_message))
         self.app = build_app(self)
         self._runner: web.AppRunner | None = None
+        self.ssl_context: ssl.SSLContext | None = None  # kept: SIGHUP loads a renewed certificate into it
         self._tasks: list[asyncio.Task[None]] = []
         self.port: int | None = None
         self.host = config.server.host  # the address bound, once started
@@ -147,6 +160,7 @@ class Node:
         """Start serving; returns the bound port (useful with port 0)."""
         await self.engine.start()
         await self.mailbox.start()
+        await self.revocations.start()
         # Only a process that sends opens its providers' connections: an SMPP
         # bind from every gateway and signaling process would multiply the binds
         # a carrier sees (they limit them per system_id). The others still parse
@@ -155,19 +169,56 @@ class Node:
             for provider in self.providers.values():
                 await provider.start()
         await self.messaging.start()
-        self._runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace)
+        self._runner = web.AppRunner(
+            self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace,
+            # aiohttp closes a connection that has not sent a whole request head this
+            # long after it connected or was last answered: the slowloris defence.
+            keepalive_timeout=self.config.http.header_timeout,
+        )
         await self._runner.setup()
         self.host = host or self.config.server.host
-        site = web.TCPSite(self._runner, self.host, self.config.server.port if port is None else port)
+        if self.config.server.tls:
+            self.ssl_context, cert = tls.server_context(self.config.server)
+            self._log_certificate("serving TLS", cert)
+        site = web.TCPSite(
+            self._runner, self.host, self.config.server.port if port is None else port, ssl_context=self.ssl_context
+        )
         await site.start()
         server = site._server
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.started = self.clock.time()
-        for loop in (self.gateway.timer_loop(), self.gateway.lease_loop(), self._sweep_loop(), self._announce_loop()):
+        for loop in (
+            self.gateway.timer_loop(), self.gateway.lease_loop(), self._sweep_loop(), self._announce_loop(),
+            self.revocations.sync_loop(self.config.server.node_heartbeat),
+        ):
             self._spawn(loop)
-        log.info("node started", node_id=self.node_id, port=self.port, engine=self.config.engine.kind)
+        log.info("node started", node_id=self.node_id, port=self.port, engine=self.config.engine.kind, tls=self.config.server.tls)
         return self.port
+
+    def _log_certificate(self, event: str, cert: tls.CertificateInfo) -> None:
+        log.info(event, subject=cert.subject, not_after=cert.not_after.isoformat(), sha256=cert.sha256, chain=cert.chain_length)
+        left = cert.not_after - datetime.now(timezone.utc)
+        if left < tls.EXPIRY_WARNING:
+            log.warning("TLS certificate expires soon; renew it and send SIGHUP", not_after=cert.not_after.isoformat(), days_left=left.days)
+
+    def reload_tls(self, server: ServerConfig) -> bool:
+        """SIGHUP: serve the renewed certificate and key named by ``server`` on
+        new connections; open sessions keep theirs. A bad pair is logged and
+        the old one kept (True: reloaded)."""
+        if self.ssl_context is None:
+            log.warning("SIGHUP: nothing to reload; this node serves no TLS (TLS cannot be turned on without a restart)")
+            return False
+        if not server.tls:
+            log.warning("SIGHUP: the configuration no longer names a certificate; TLS stays on until a restart")
+            return False
+        try:
+            cert = tls.reload(self.ssl_context, server)
+        except (ValueError, OSError) as exc:  # TlsConfigError names the key; ssl.SSLError is an OSError
+            log.error("TLS reload failed; still serving the previous certificate", problem=str(exc))
+            return False
+        self._log_certificate("TLS certificate reloaded", cert)
+        return True
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         self._tasks.append(asyncio.get_running_loop().create_task(coro))
@@ -223,7 +274,24 @@ class Node:
                     self._signaling_nodes = [n.node_id for n in live if "signaling" in n.roles]
             except Exception:
                 log.warning("node announcement failed; retrying next round", exc_info=True)
+            try:
+                await self.watch_peers()
+            except Exception:
+                log.warning("peer check failed; retrying next round", exc_info=True)
             await self.clock.sleep(interval)
+
+    async def watch_peers(self) -> list[str]:
+        """Probe the nodes this one shares calls with; end the calls of those
+        judged dead (peers.py). Returns the dead ones."""
+        peers = self.gateway.call_peers()
+        if self.signaling is not None:
+            peers |= self.signaling.call_peers()
+        dead = await self.peer_watch.check(peers)
+        for node in dead:
+            self.signaling_gone(node)
+            legs = self.gateway.peer_gone(node) + (self.signaling.peer_gone(node) if self.signaling is not None else 0)
+            log.warning("peer node gone; its calls ended", peer_node_id=node, legs=legs)
+        return dead
 
     async def stop(self) -> None:
         """Graceful: clients are told to reconnect, then everything closes."""
@@ -240,6 +308,7 @@ class Node:
         await self.webhooks.close()
         await self.http.close()
         await self.hub.close()
+        await self.revocations.close()
         await self.mailbox.close()
         for provider in self.providers.values():
             await provider.close()

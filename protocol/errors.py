@@ -81,6 +81,8 @@ class ErrorCode(enum.Enum):
     SERVER_SHUTTING_DOWN = ErrorSpec(10014, "the server is shutting down; reconnect", 503, CLOSE_SERVER_RESTART)
     SESSION_REPLACED = ErrorSpec(10015, "another connection resumed this session", 409, CLOSE_SESSION_REPLACED)
     ENGINE_UNAVAILABLE = ErrorSpec(10016, "temporarily unavailable; try again", 503)
+    # Answered to the upgrade request (HTTP 429, before any WebSocket exists).
+    TOO_MANY_CONNECTIONS = ErrorSpec(10017, "too many connections from this address", 429)
 
     # -- 20xxx: authentication, tokens and permissions ----------------------------
     AUTHENTICATION_FAILED = ErrorSpec(20003, "authentication failed", 401)
@@ -100,6 +102,8 @@ class ErrorCode(enum.Enum):
     TOKEN_IDENTITY_INVALID = ErrorSpec(20114, "access token identity is missing or invalid", 401, CLOSE_UNAUTHORIZED)
     TOKEN_IDENTITY_CHANGED = ErrorSpec(20115, "a renewed token must keep the account and identity", 401, CLOSE_UNAUTHORIZED)
     GRANT_MISSING = ErrorSpec(20150, "the access token does not grant this", 403)
+    # REST: right credentials, but of a kind that may not do this (an API key managing API keys).
+    FORBIDDEN = ErrorSpec(20403, "these credentials may not do this", 403)
     GRANT_MISSING_FATAL = ErrorSpec(20151, "the access token does not grant presence registration", 403, CLOSE_FORBIDDEN)
 
     # -- 30xxx: presence ------------------------------------------------------------
@@ -107,6 +111,7 @@ class ErrorCode(enum.Enum):
     TOO_MANY_SUBSCRIPTIONS = ErrorSpec(30002, "too many presence subscriptions for this session")
     STATUS_INVALID = ErrorSpec(30003, "status must be one of available, away, busy, dnd")
     TOO_MANY_SESSIONS = ErrorSpec(30004, "this identity has too many sessions", 429, CLOSE_TRY_AGAIN_LATER)
+    TOO_MANY_ACCOUNT_SESSIONS = ErrorSpec(30005, "this account has too many sessions on this node", 429, CLOSE_TRY_AGAIN_LATER)
 
     # -- 31xxx: calls and in-app messages ---------------------------------------------
     CALL_NOT_FOUND = ErrorSpec(31001, "no such call for this session", 404)
@@ -118,6 +123,9 @@ class ErrorCode(enum.Enum):
 
     # -- 40xxx: REST requests ---------------------------------------------------------
     NOT_FOUND = ErrorSpec(20404, "the requested resource was not found", 404)
+    # Twilio's code for the same answer, which its helper libraries know.
+    TOO_MANY_REQUESTS = ErrorSpec(20429, "too many requests; retry after the seconds in Retry-After", 429)
+    REQUEST_TOO_LARGE = ErrorSpec(40017, "the request body is over the size limit", 413)
     METHOD_NOT_ALLOWED = ErrorSpec(40005, "method not allowed", 405)
     PARAMETER_INVALID = ErrorSpec(40001, "a request parameter is missing or invalid", 400)
     INTERNAL = ErrorSpec(40500, "internal server error", 500)

@@ -22,9 +22,14 @@ algorithm are acceptable, and checks the claims with the injected ``now``.
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import functools
+import hashlib
+import hmac
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -34,6 +39,7 @@ import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from jwt.algorithms import HMACAlgorithm
 from jwt.api_jws import PyJWS
 from jwt.exceptions import (
     DecodeError,
@@ -61,6 +67,7 @@ __all__ = [
     "mint_token",
     "parse_grants",
     "verify_token",
+    "verify_token_reference",
 ]
 
 ALGORITHMS: Final = ("HS256", "ES256", "EdDSA")
@@ -79,6 +86,9 @@ MAX_GRANTS_DEPTH: Final = 16
 _JWS: Final = PyJWS(algorithms=list(ALGORITHMS))
 
 PublicKey: TypeAlias = "ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey"
+
+_HS256: Final = HMACAlgorithm(HMACAlgorithm.SHA256)
+_BASE64URL: Final = re.compile(rb"[A-Za-z0-9_-]*")
 
 
 @functools.lru_cache(maxsize=256)
@@ -170,6 +180,17 @@ class AccessToken:
     expires: float  # exp
     algorithm: str
     grants: Grants
+
+    def for_session(self) -> AccessToken:
+        """This token as a long-lived session keeps it: the parsed grants without
+        the whole grants object (``grants.raw``, ~0.7 kB per session), which
+        nothing reads after verification."""
+        if not self.grants.raw:
+            return self
+        return dataclasses.replace(self, grants=dataclasses.replace(self.grants, raw=_NO_GRANTS))
+
+
+_NO_GRANTS: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 # -- verification ---------------------------------------------------------------
@@ -307,11 +328,48 @@ def verify_token(
     Order matters: only the header and the issuer/subject (to pick the key)
     are read before the signature is verified; every other decision is made
     on the verified payload.
+
+    The token is decoded once, and an HS256 signature is checked here with
+    ``hmac`` on the raw segments; PyJWT checks the public-key algorithms. The
+    decisions and error codes are :func:`verify_token_reference`'s (PyJWT for
+    everything), which did the decoding twice and cost ~4x the time of this
+    path: it was the largest part of a registration's CPU (docs/benchmarks.md).
     """
+    _check_shape(token, leeway, max_ttl)
+
+    # 2. Header, and the payload (only iss/sub are read from it before the signature).
+    header, payload, signing_input, signature = _load(token)
+    alg = _check_header(header)
+    claims = _json_object(payload, "payload")
+    key_sid = _sid_claim(claims, "iss", "SK", "an API key SID")
+    account_sid = _sid_claim(claims, "sub", "AC", "an account SID")
+
+    # 3. The key, and whether this algorithm may be used with it.
+    key = _key(lookup, key_sid)
+    verifier = _verification_key(key, alg)
+
+    # 4. The signature. The claims parsed above are the signed ones: the
+    # signature covers the very segment they were decoded from.
+    if alg == "HS256":
+        assert isinstance(verifier, str)
+        try:
+            secret = _hmac_secret(verifier)
+        except InvalidKeyError as exc:
+            _reject(ErrorCode.TOKEN_ALGORITHM_REFUSED, f"{alg} cannot be used with API key {key_sid}: {exc}")
+        expected = hmac.new(secret, signing_input, hashlib.sha256).digest()
+        if not hmac.compare_digest(signature, expected):
+            _reject(ErrorCode.TOKEN_SIGNATURE_INVALID, f"signature does not verify with API key {key_sid} ({alg})")
+    else:
+        _verify_with_pyjwt(token, verifier, alg, key_sid)
+
+    # 5. Claims, from the verified payload only.
+    return _access_token(claims, key, key_sid, account_sid, alg, now, leeway, max_ttl)
+
+
+def _check_shape(token: object, leeway: float, max_ttl: float) -> None:
+    """Step 1: cheap structural guards before any decoding."""
     if leeway < 0 or max_ttl <= 0:
         raise ValueError("leeway must be >= 0 and max_ttl > 0")
-
-    # 1. Cheap structural guards before any decoding.
     if not isinstance(token, str):
         _reject(ErrorCode.TOKEN_MALFORMED, "token must be a string")
     if len(token) > MAX_TOKEN_LENGTH:
@@ -325,19 +383,58 @@ def verify_token(
     if parts != 3:
         _reject(ErrorCode.TOKEN_MALFORMED, f"a JWT is three base64url parts separated by '.'; found {parts}")
 
-    # 2. Header, and the unverified payload (only iss/sub are read from it).
-    try:
-        unverified = _JWS.decode_complete(token, options={"verify_signature": False})
-    except DecodeError as exc:
-        _reject(ErrorCode.TOKEN_MALFORMED, f"token is not a well-formed JWT: {exc}")
-    except InvalidTokenError as exc:  # kid not a string, bad crit, b64 without crit
-        _reject(ErrorCode.TOKEN_HEADER_INVALID, f"token header is invalid: {exc}")
-    alg = _check_header(unverified["header"])
-    claims = _json_object(unverified["payload"], "payload")
-    key_sid = _sid_claim(claims, "iss", "SK", "an API key SID")
-    account_sid = _sid_claim(claims, "sub", "AC", "an account SID")
 
-    # 3. The key, and whether this algorithm may be used with it.
+def _segment(segment: bytes, name: str) -> bytes:
+    """One base64url segment, by PyJWT's rules (so both paths accept the same
+    tokens): at most two '=' of padding and then only to a multiple of four,
+    nothing outside the alphabet, and only the canonical encoding of its bytes."""
+    stripped = segment.rstrip(b"=")
+    padding = len(segment) - len(stripped)
+    if (
+        padding > 2
+        or (padding and len(segment) % 4)
+        or len(stripped) % 4 == 1
+        or _BASE64URL.fullmatch(stripped) is None
+    ):
+        _reject(ErrorCode.TOKEN_MALFORMED, f"token is not a well-formed JWT: Invalid {name} padding")
+    decoded = base64.urlsafe_b64decode(stripped + b"=" * (-len(stripped) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != stripped:
+        _reject(ErrorCode.TOKEN_MALFORMED, f"token is not a well-formed JWT: Invalid {name} padding")
+    return decoded
+
+
+def _load(token: str) -> tuple[dict[str, Any], bytes, bytes, bytes]:
+    """(header, payload, signing input, signature) of a three-part token, in
+    PyJWT's order of checks (header, payload, signature, then ``kid``)."""
+    signing_input, crypto_segment = token.encode("ascii").rsplit(b".", 1)
+    header_segment, payload_segment = signing_input.split(b".", 1)
+    header_data = _segment(header_segment, "header")
+    try:
+        header = json.loads(header_data)
+    except (ValueError, RecursionError) as exc:
+        _reject(ErrorCode.TOKEN_MALFORMED, f"token is not a well-formed JWT: Invalid header string: {exc}")
+    if not isinstance(header, dict):
+        _reject(ErrorCode.TOKEN_MALFORMED, "token is not a well-formed JWT: Invalid header string: must be a json object")
+    if "crit" in header or "b64" in header:
+        # Refused by _check_header whatever they hold; PyJWT says first what is
+        # wrong with them (a detached payload, a bad crit list), as it always has.
+        _unverified_with_pyjwt(token)
+    payload = _segment(payload_segment, "payload")
+    signature = _segment(crypto_segment, "crypto")
+    if "kid" in header and not isinstance(header["kid"], str):
+        _reject(ErrorCode.TOKEN_HEADER_INVALID, "token header is invalid: Key ID header parameter must be a string")
+    return header, payload, signing_input, signature
+
+
+@functools.lru_cache(maxsize=256)
+def _hmac_secret(secret: str) -> bytes:
+    """PyJWT's checks of an HMAC secret (not a PEM, SSH, DER or JWK key), once
+    per secret: they parse the secret several ways and cost more than the HMAC.
+    InvalidKeyError when it is refused (not cached, so checked every time)."""
+    return _HS256.prepare_key(secret)
+
+
+def _key(lookup: KeyLookup, key_sid: str) -> SigningKey:
     key = lookup(key_sid)
     if key is None:
         _reject(ErrorCode.TOKEN_KEY_UNKNOWN, f"API key {key_sid} is unknown")
@@ -345,21 +442,59 @@ def verify_token(
         raise LocalProtocolError(ErrorCode.INTERNAL, f"key lookup for {key_sid} returned {key.sid}")
     if key.revoked:
         _reject(ErrorCode.TOKEN_KEY_REVOKED, f"API key {key_sid} was revoked")
-    verifier = _verification_key(key, alg)
+    return key
 
-    # 4. The signature. exp/nbf are not PyJWS's business (it reads the system
-    # clock); they are checked below with the injected `now`.
+
+def _unverified_with_pyjwt(token: str) -> dict[str, Any]:
     try:
-        verified = _JWS.decode_complete(token, key=verifier, algorithms=[alg])
+        return _JWS.decode_complete(token, options={"verify_signature": False})
+    except DecodeError as exc:
+        _reject(ErrorCode.TOKEN_MALFORMED, f"token is not a well-formed JWT: {exc}")
+    except InvalidTokenError as exc:  # kid not a string, bad crit, b64 without crit
+        _reject(ErrorCode.TOKEN_HEADER_INVALID, f"token header is invalid: {exc}")
+
+
+def _verify_with_pyjwt(token: str, verifier: str | PublicKey, alg: str, key_sid: str) -> dict[str, Any]:
+    # exp/nbf are not PyJWS's business (it reads the system clock); they are
+    # checked by _access_token with the injected `now`.
+    try:
+        return _JWS.decode_complete(token, key=verifier, algorithms=[alg])
     except InvalidSignatureError:
         _reject(ErrorCode.TOKEN_SIGNATURE_INVALID, f"signature does not verify with API key {key_sid} ({alg})")
     except (InvalidAlgorithmError, InvalidKeyError) as exc:
         _reject(ErrorCode.TOKEN_ALGORITHM_REFUSED, f"{alg} cannot be used with API key {key_sid}: {exc}")
-    except DecodeError as exc:  # the same bytes parsed above; kept for safety
+    except DecodeError as exc:  # the same bytes parsed before; kept for safety
         _reject(ErrorCode.TOKEN_MALFORMED, f"token is not a well-formed JWT: {exc}")
-    claims = _json_object(verified["payload"], "payload")
 
-    # 5. Claims, from the verified payload only.
+
+def verify_token_reference(
+    token: str,
+    lookup: KeyLookup,
+    now: float,
+    *,
+    leeway: float = DEFAULT_LEEWAY,
+    max_ttl: float = MAX_TTL,
+) -> AccessToken:
+    """:func:`verify_token` done wholly by PyJWT: the reference the fast path is
+    tested against (tests/unit/test_tokens.py compares the two on generated
+    tokens), as aiohttp keeps its pure-Python reader beside the fast one."""
+    _check_shape(token, leeway, max_ttl)
+    unverified = _unverified_with_pyjwt(token)
+    alg = _check_header(unverified["header"])
+    claims = _json_object(unverified["payload"], "payload")
+    key_sid = _sid_claim(claims, "iss", "SK", "an API key SID")
+    account_sid = _sid_claim(claims, "sub", "AC", "an account SID")
+    key = _key(lookup, key_sid)
+    verifier = _verification_key(key, alg)
+    verified = _verify_with_pyjwt(token, verifier, alg, key_sid)
+    claims = _json_object(verified["payload"], "payload")
+    return _access_token(claims, key, key_sid, account_sid, alg, now, leeway, max_ttl)
+
+
+def _access_token(
+    claims: Mapping[str, Any], key: SigningKey, key_sid: str, account_sid: str, alg: str, now: float, leeway: float, max_ttl: float
+) -> AccessToken:
+    """Step 5 of verification: the claims, from the verified payload only."""
     if key.account_sid != account_sid:
         # Deliberately not naming the key's real account to the peer.
         _reject(ErrorCode.TOKEN_KEY_ACCOUNT_MISMATCH, f"API key {key_sid} does not belong to account {account_sid}")

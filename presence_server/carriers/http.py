@@ -73,7 +73,8 @@ def _answer_id(answer: Any) -> str | None:
             continue
         if isinstance(value, int):
             value = str(value)
-        if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isprintable():
+        # Printable ASCII, as the delivery report ingress requires: an id no report could name is no id.
+        if isinstance(value, str) and 0 < len(value) <= MAX_ID_LENGTH and value.isascii() and value.isprintable():
             return value
     return None
 
@@ -184,7 +185,8 @@ class HttpProvider:
         if len(raw) <= MAX_ANSWER_BYTES:
             try:
                 answer = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
+            # RecursionError: "[[[[..." deeper than the decoder's limit (found by tests/fuzz).
+            except (ValueError, UnicodeDecodeError, RecursionError):
                 answer = None
         return self._result(status, answer)
 

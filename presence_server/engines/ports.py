@@ -108,6 +108,10 @@ class Bus(Protocol):
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> Subscription: ...
 
+    def may_have_listeners(self, topic: str) -> bool:
+        """False only when no process can be subscribed to ``topic`` (so a
+        publisher may skip building the message); True whenever that is not known."""
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -137,6 +141,25 @@ class NodeRegistry(Protocol):
         Run-out entries are dropped as a side effect."""
 
 
+class KeyRevocations(Protocol):
+    """API keys revoked at run time (``DELETE .../Keys/{KeySid}.json``), per account.
+
+    Durable and shared: every node reads the same answer, before and after a
+    restart. Keys revoked in the config file are not recorded here; the
+    config says so itself.
+    """
+
+    async def revoke(self, account_sid: str, key_sid: str, at: float) -> bool:
+        """Record the key as revoked at ``at``. True when it was not revoked
+        before; revoking again changes nothing (the first time is kept)."""
+
+    async def revoked(self, account_sid: str) -> dict[str, float]:
+        """The account's revoked keys: key sid -> when it was revoked."""
+
+
+REVOCATIONS_TOPIC = "revocations"  # bus topic: {"account": AC..., "key": SK...} for each revocation
+
+
 def presence_topic(account_sid: str) -> str:
     return f"presence:{account_sid}"
 
@@ -158,6 +181,7 @@ class Engine(Protocol):
     routing_stats: RoutingStatsStore
     nodes: NodeRegistry
     rate_limits: RateLimiter
+    revocations: KeyRevocations
 
     async def start(self) -> None: ...
 

@@ -6,12 +6,16 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from . import broadcasts, calls, dashboard, demo, dev, ingress, ingress_carrier, messages, nodes, presence, static, tracking
+from . import broadcasts, calls, dashboard, demo, dev, ingress, ingress_carrier, keys, messages, nodes, presence, static, tracking
 from .app_keys import ACCOUNTS, CALLS, NODE, PRESENCE
+from .admission import rest_limits
 from .errors import error_middleware
 
 if TYPE_CHECKING:
     from ..node import Node
+
+
+MAX_REQUEST_BODY = 1024 * 1024  # bytes; larger bodies are answered 413 (40017)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -28,7 +32,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 def build_app(node: Node) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=1024 * 1024)
+    # The rate limits come first (outermost): they see every answer's status, 401s included.
+    app = web.Application(middlewares=[rest_limits(node), error_middleware], client_max_size=MAX_REQUEST_BODY)
     app[NODE] = node
     app[ACCOUNTS] = node.accounts
     app[PRESENCE] = node.presence
@@ -50,4 +55,5 @@ def build_app(node: Node) -> web.Application:
     broadcasts.add_routes(app)
     tracking.add_routes(app)
     ingress_carrier.add_routes(app)
+    keys.add_routes(app)
     return app

@@ -30,7 +30,9 @@ def basic_credentials(request: web.Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    # ValueError: a non-ASCII header value ("Basic é"), which b64decode refuses
+    # before binascii sees it (found by tests/fuzz; it was a 500).
+    except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None

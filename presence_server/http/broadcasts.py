@@ -95,7 +95,8 @@ def parse_broadcast(data: Any, now: float, max_destinations: int) -> tuple[list[
     variants = _object(content.get("variants", {}), "content.variants", _VARIANTS)
     app = _object(variants["app"], "content.variants.app", frozenset({"text", "payload"})) if "app" in variants else None
     sms_variant = _object(variants["sms"], "content.variants.sms", frozenset({"text"})) if "sms" in variants else None
-    sms_text = _text(sms_variant.get("text"), "content.variants.sms.text", required=True) if sms_variant else None
+    # "is not None": an empty sms variant ({}) still lacks its required text.
+    sms_text = _text(sms_variant.get("text"), "content.variants.sms.text", required=True) if sms_variant is not None else None
     app_payload = None
     if app is not None:
         app_text = _text(app.get("text"), "content.variants.app.text")

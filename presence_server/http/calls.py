@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from protocol.addresses import is_e164, is_sid
+from protocol.calls import CallStatus
 from protocol.errors import ErrorCode
 from protocol.messages import destination_problem
 
@@ -15,6 +16,7 @@ from .auth import account_in_path
 from .errors import ApiError
 
 CALL_EVENTS = ("initiated", "ringing", "answered", "completed")
+_STATUSES = tuple(s.value for s in CallStatus)
 
 
 def _signaling(request: web.Request):  # type: ignore[no-untyped-def]
@@ -26,7 +28,7 @@ def _signaling(request: web.Request):  # type: ignore[no-untyped-def]
 
 async def create(request: web.Request) -> web.Response:
     account = account_in_path(request, request.app[ACCOUNTS])
-    form = await request.post()
+    form = await forms.read(request)
     to = forms.text(form, "To", required=True, max_len=128)
     assert to is not None
     problem = destination_problem(to)
@@ -77,6 +79,9 @@ async def get_one(request: web.Request) -> web.Response:
 async def get_list(request: web.Request) -> web.Response:
     account = account_in_path(request, request.app[ACCOUNTS])
     found = paging.filters(request, ("To", "From", "Status", "ParentCallSid"))
+    # A misspelt status ("in_progress") would otherwise match nothing, silently.
+    if "Status" in found and found["Status"] not in _STATUSES:
+        raise forms.bad("Status", f"must be one of {', '.join(_STATUSES)}")
     page = paging.Page.of(request, found)
     records = await request.app[CALLS].list(
         account.sid,

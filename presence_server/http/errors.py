@@ -51,6 +51,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(ErrorCode.CALL_LIMIT, headers={"Retry-After": "1"})
     except web.HTTPNotFound:
         return error_response(ErrorCode.NOT_FOUND)
+    except web.HTTPRequestEntityTooLarge as exc:
+        return error_response(ErrorCode.REQUEST_TOO_LARGE, f"{ErrorCode.REQUEST_TOO_LARGE.message} ({exc.text})")
     except web.HTTPMethodNotAllowed as exc:
         return error_response(ErrorCode.METHOD_NOT_ALLOWED, headers={"Allow": ",".join(sorted(exc.allowed_methods))})
     except web.HTTPException as exc:

@@ -5,11 +5,24 @@ from __future__ import annotations
 
 from typing import Any
 
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import MultiDictProxy
 
 from protocol.errors import ErrorCode
 
 from .errors import ApiError
+
+
+async def read(request: web.Request) -> MultiDictProxy[Any]:
+    """The request's form. A body aiohttp cannot parse as the form its
+    Content-Type names (``multipart/form-data`` without a boundary, say) is the
+    caller's mistake: 400, not the 500 its ValueError would become."""
+    try:
+        return await request.post()
+    except (ValueError, HttpProcessingError) as exc:  # HttpProcessingError: a part's malformed headers
+        detail = str(exc) if isinstance(exc, ValueError) else "a part's headers are malformed"
+        raise ApiError(ErrorCode.PARAMETER_INVALID, f"the body is not a valid form: {detail[:120]}") from None
 
 
 def bad(name: str, why: str) -> ApiError:

@@ -18,7 +18,7 @@ MAX_MEDIA = 10
 
 
 async def _addresses(request: web.Request):  # type: ignore[no-untyped-def]
-    form = await request.post()
+    form = await forms.read(request)
     sender = forms.text(form, "From", required=True, max_len=128)
     to = forms.text(form, "To", required=True, max_len=32)
     assert to is not None

@@ -19,6 +19,7 @@ from aiohttp import web
 from protocol.errors import ErrorCode
 
 from ..carriers.base import DELIVERY_STATUSES, DeliveryReport, Provider, authenticate_ingress
+from . import forms
 from .app_keys import NODE, PROVIDERS
 from .errors import ApiError
 
@@ -33,13 +34,14 @@ async def _fields(request: web.Request) -> Mapping[str, Any]:
     if request.content_type == "application/json":
         try:
             data = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError):
+        # RecursionError: "[[[[..." deeper than the decoder's limit (found by tests/fuzz).
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise _bad("the body is not valid JSON") from None
         if not isinstance(data, dict):
             raise _bad("the body must be a JSON object")
         return data
     if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
+        form = await forms.read(request)
         if any(not isinstance(v, str) for v in form.values()):
             raise _bad("a delivery report carries no files")
         return form
@@ -51,8 +53,9 @@ def parse_report(provider: str, data: Mapping[str, Any]) -> DeliveryReport:
     raw_id = data.get("id", data.get("message_id"))
     if isinstance(raw_id, int) and not isinstance(raw_id, bool):
         raw_id = str(raw_id)
-    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > MAX_ID_LENGTH or not raw_id.isprintable():
-        raise _bad(f"'id' must be the provider's message id, a string of 1 to {MAX_ID_LENGTH} printable characters")
+    # Printable ASCII: every carrier's ids are, and anything else in a report is garbage.
+    if not isinstance(raw_id, str) or not raw_id or len(raw_id) > MAX_ID_LENGTH or not (raw_id.isascii() and raw_id.isprintable()):
+        raise _bad(f"'id' must be the provider's message id, a string of 1 to {MAX_ID_LENGTH} printable ASCII characters")
     status = data.get("status")
     if not isinstance(status, str) or status.strip().lower() not in DELIVERY_STATUSES:
         raise _bad(f"'status' must be one of {', '.join(sorted(DELIVERY_STATUSES))}")

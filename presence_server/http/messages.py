@@ -186,7 +186,7 @@ def parse_send_form(form: MultiDictProxy[Any]) -> SendRequest:
 
 async def create(request: web.Request) -> web.Response:
     account = account_in_path(request, request.app[ACCOUNTS])
-    form = await request.post()
+    form = await forms.read(request)
     send = parse_send_form(form)
     try:
         (record,) = await request.app[NODE].messaging.send(account, [send])
@@ -200,7 +200,7 @@ async def create(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     account = account_in_path(request, request.app[ACCOUNTS])
     sid = request.match_info["sid"]
-    form = await request.post()
+    form = await forms.read(request)
     unknown = sorted(k for k in form.keys() if k != "Status")
     if unknown:
         raise forms.bad(unknown[0], "cannot be changed (only Status=canceled is supported)")

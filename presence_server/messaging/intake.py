@@ -14,6 +14,7 @@ when it sends (messaging/sender.py).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -30,9 +31,16 @@ from ..accounts import Account
 from ..clock import Clock
 from ..config import Config, MessagingServiceConfig
 from ..engines.outbound import BroadcastRecord, SendJob, TrackedLink
-from ..engines.ports import Engine, MessageRecord
+from ..engines.ports import Engine, EngineUnavailable, MessageRecord
 
 log = structlog.get_logger(__name__)
+
+# Pauses before each look for a batch whose store answer was lost (see accept):
+# a pooled connection that broke is replaced at the next command, so the first
+# look is immediate; the others give a restarting Redis (AOF read back) about
+# five seconds, during which the request waits rather than answer a 503 that
+# may be untrue.
+STORED_CHECKS = (0.0, 0.2, 0.3, 0.5, 1.0, 1.0, 1.0, 1.0)
 
 MAX_BODY = 1600
 MAX_MEDIA = 10
@@ -201,10 +209,31 @@ class Intake:
             # Before the records: a crash in between leaves unused links, never a
             # message whose short link does not resolve.
             await self.engine.links.add(tracked)
-        await self.engine.messages.create_batch(records, jobs, broadcast)
+        try:
+            await self.engine.messages.create_batch(records, jobs, broadcast)
+        except EngineUnavailable:
+            # The store may have run and only its answer been lost (a dropped
+            # connection, a reply slower than the socket timeout). Answering 503
+            # then would leave a message the client was told was refused, and
+            # that is sent all the same (and again, if the client retries).
+            # The batch is stored all at once or not at all: look for its first record.
+            if not await self._stored(records[0]):
+                raise
+            log.warning("the store's answer was lost, but the messages were stored", account_sid=account.sid, count=len(records))
         log.debug("messages accepted", account_sid=account.sid, count=len(records), broadcast_sid=broadcast.sid if broadcast else None)
         self.on_enqueued()
         return records
+
+    async def _stored(self, record: MessageRecord) -> bool:
+        """Whether ``record`` is in the store, asked over a fresh round trip; False
+        also when the store cannot say (then the caller's 503 stands)."""
+        for wait in STORED_CHECKS:
+            await asyncio.sleep(wait)  # real time, not the clock's: it is the network that recovers
+            try:
+                return await self.engine.messages.get(record.account_sid, record.sid) is not None
+            except EngineUnavailable:
+                continue
+        return False
 
     def _shorten_payload(
         self, payload: str | None, account_sid: str, sid: str, now: float, broadcast: BroadcastRecord | None, tracked: list[TrackedLink]

@@ -48,12 +48,15 @@ class PresenceService:
     async def _publish(self, change: IdentityChange | None) -> None:
         if change is None:
             return
+        topic = presence_topic(change.account_sid)
+        if not self._bus.may_have_listeners(topic):
+            return  # nobody watches this account anywhere: no merge, no encoding
         before = merge(change.identity, change.before, change.last_seen)
         after = merge(change.identity, change.after, change.last_seen)
         if before.visible() == after.visible():
             return
         await self._bus.publish(
-            presence_topic(change.account_sid),
+            topic,
             {"identity": change.identity, "presence": after.to_wire(), "version": change.version},
         )
 

@@ -46,6 +46,9 @@ class RingTarget:
     status_callback: str | None = None
     status_callback_method: str = "POST"
     status_callback_events: frozenset[str] = frozenset({"completed"})
+    # False: the child call is not stored yet, and ring() stores it already
+    # initiated (its creation and its start one write, not two).
+    stored: bool = True
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,16 @@ class Ringer:
             svc.leg_status_callback(self.run, target, updated)
         return updated
 
+    async def _create_started(self, child: CallRecord) -> CallRecord:
+        """Store a new child call as _child_event(START) would leave it, in one write."""
+        svc = self.service
+        started = child.replace(status=CallStatus.INITIATED.value, date_updated=svc.clock.time())
+        await svc.calls.create(started)
+        target = self._targets.get(child.sid)
+        if target is not None and target.status_callback is not None:
+            svc.leg_status_callback(self.run, target, started)
+        return started
+
     async def _ok(self, ev: LegEvent) -> None:
         """Answer a request that carried an id (accept always gets its answer)."""
         if ev.request_id is not None or ev.event == "accept":
@@ -92,10 +105,15 @@ class Ringer:
         for target in targets:
             svc.route(target.child.sid, run)
             self._targets[target.child.sid] = target
-            target.child = await self._child_event(target.child, CallEvent.START)
+            if target.stored:
+                target.child = await self._child_event(target.child, CallEvent.START)
+            else:
+                target.child = await self._create_started(target.child)
+                target.stored = True
             for session in target.sessions:
                 pending[session.session_id] = target
                 nodes[session.session_id] = session.node_id
+                run.invited[session.session_id] = (target.child.sid, session.node_id)
                 delivered = await svc.deliver(
                     session.node_id,
                     session.session_id,

@@ -81,22 +81,42 @@ class CallRun(Replies):
     caller_gone: bool = False
     redirects: int = 0
     end_reason: str | None = None  # set by <Reject>: 'rejected' or 'busy'
+    # Sessions invited to this call: session id -> (the call sid it was invited
+    # on, its gateway node); what ends their legs if that node dies (peers.py).
+    invited: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
-    async def move(self, event: CallEvent, **changes: Any) -> bool:
-        """Apply a call event through the state table; False when it does not apply."""
-        status = next_status(CallStatus(self.record.status), event)
-        if status is None:
-            return False
+    async def move(self, event: CallEvent, *then: CallEvent, **changes: Any) -> bool:
+        """Apply a call event through the state table; False when it does not apply.
+
+        Events in ``then`` follow in the same write (each one that applies, in
+        order), with each status's callback as if they had been written one by
+        one: back-to-back moves (initiated then ringing, answered then completed)
+        cost one store round trip instead of one each.
+        """
         now = self.service.clock.time()
-        if status is CallStatus.IN_PROGRESS:
-            changes.setdefault("start_time", now)
-        if status.final:
-            changes.setdefault("end_time", now)
+        steps: list[tuple[CallStatus, CallRecord]] = []  # each status reached, and the record then
+        status = CallStatus(self.record.status)
+        record = self.record
+        for ev in (event, *then):
+            new = next_status(status, ev)
+            if new is None:
+                if not steps:
+                    return False
+                continue
+            if new is CallStatus.IN_PROGRESS:
+                changes.setdefault("start_time", now)
+            if new.final:
+                changes.setdefault("end_time", now)
+            status = new
+            record = record.replace(status=new.value, date_updated=now, **changes)
+            steps.append((new, record))
         updated = await self.service.calls.update(self.account.sid, self.sid, status=status.value, date_updated=now, **changes)
-        if updated is not None:
-            self.record = updated
-        self.service.status_callback(self, status)
+        for i, (reached, local) in enumerate(steps):
+            if updated is not None:
+                # The callbacks of the earlier statuses describe the call as it was then.
+                self.record = updated if i == len(steps) - 1 else local
+            self.service.status_callback(self, reached)
         return True
 
     async def answer(self) -> None:

@@ -212,13 +212,41 @@ class SignalingService:
             await self.calls.create(child)
             log.info("carrier dial leg failed: no voice provider", call_sid=child.sid)
             return None
-        await self.calls.create(child)
         sessions = [s for s in await self.present_sessions(run.account.sid, identity) if ringable(s)]
+        # Stored by the ringer, already initiated: one write for its creation and its start.
         return RingTarget(
             child=child, sessions=sessions, params=params, identity=identity, status_callback=noun.status_callback,
             status_callback_method=noun.status_callback_method,
-            status_callback_events=frozenset(noun.status_callback_event),
+            status_callback_events=frozenset(noun.status_callback_event), stored=False,
         )
+
+    # -- dead gateways ------------------------------------------------------------------------------
+
+    def _runs(self) -> list[CallRun]:
+        return list({id(run): run for run in self._routes.values()}.values())
+
+    def call_peers(self) -> set[str]:
+        """The gateway nodes holding the sessions of the calls in progress here."""
+        nodes = {node for run in self._runs() for _, node in run.invited.values()}
+        nodes.update(run.caller.node_id for run in self._runs() if run.caller.is_client and run.caller.node_id)
+        return nodes
+
+    def peer_gone(self, node_id: str) -> int:
+        """A gateway node died (peers.py): its sessions' legs end as if their
+        connections had dropped (``connection_lost``), so the other party of each
+        call is told, instead of waiting for the call's time limit. Returns how
+        many legs ended."""
+        ended = 0
+        for run in self._runs():
+            if run.caller.is_client and run.caller.node_id == node_id and run.caller.session_id:
+                run.events.put_nowait(LegEvent("hangup", run.sid, run.caller.session_id, node_id, reason="connection_lost"))
+                ended += 1
+            for session_id, (call_sid, node) in list(run.invited.items()):
+                if node == node_id:
+                    del run.invited[session_id]
+                    run.events.put_nowait(LegEvent("undeliverable", call_sid, session_id, node_id))
+                    ended += 1
+        return ended
 
     # -- entry points ------------------------------------------------------------------------------
 
@@ -241,11 +269,10 @@ class SignalingService:
         """Fetch the call's instructions and execute them to the end."""
         self.route(run.sid, run)
         try:
-            await run.move(CallEvent.START)
             # An inbound call rings while its instructions are fetched (its first
             # request says CallStatus=ringing); the first verb that needs an
             # answered call answers it, so a leading <Reject> leaves it busy.
-            await run.move(CallEvent.RING)
+            await run.move(CallEvent.START, CallEvent.RING)
             fetched = await self.fetch(run, webhook.url, webhook.method, webhook.fallback_url, webhook.fallback_method, {})
             reason = "failed"
             if fetched is not None:
@@ -274,8 +301,7 @@ class SignalingService:
             await run.move(CallEvent.REJECT)  # <Reject> before anything answered: busy
             reason = run.end_reason
         elif run.record.status in ("initiated", "ringing"):
-            await run.move(CallEvent.ANSWER)  # a document of only Redirects and Reject-free flow
-            await run.move(CallEvent.HANGUP)
+            await run.move(CallEvent.ANSWER, CallEvent.HANGUP)  # a document of only Redirects and Reject-free flow
         elif run.record.status == "in-progress":
             await run.move(CallEvent.HANGUP)
         if run.record.status == "failed" or run.record.error_code is not None:

@@ -62,6 +62,7 @@ __all__ = [
     "UrlRefused",
     "address_category",
     "check_url_shape",
+    "parse_endpoint",
     "guarded_session",
     "redirect_method",
 ]
@@ -219,14 +220,21 @@ class UrlPolicy:
     reach an app on the same machine. ``allow_private`` admits every address
     (``[security] allow_private_urls``): the operator runs the apps on a
     private network and says so; only the scheme and host checks remain.
+    ``allowed_endpoints`` admits exactly these (address, port) pairs
+    (``[security] allowed_private_endpoints``): one instruction app on the
+    private network, without opening the rest of it - a redirect to another
+    port or address there is still refused.
     """
 
     allow_private: bool = False
     allow_loopback: bool = False
+    allowed_endpoints: frozenset[tuple[str, int]] = frozenset()
 
-    def address_problem(self, address: str) -> str | None:
-        """Why the server must not connect to ``address``, or None when it may."""
+    def address_problem(self, address: str, port: int | None = None) -> str | None:
+        """Why the server must not connect to ``address`` (on ``port``), or None when it may."""
         if self.allow_private:
+            return None
+        if port is not None and self.allowed_endpoints and _endpoint(address, port) in self.allowed_endpoints:
             return None
         try:
             category = address_category(address)
@@ -246,9 +254,34 @@ class UrlPolicy:
         address = check_url_shape(url)
         if address is None:
             return  # a name: judged by what it resolves to
-        problem = self.address_problem(address)
+        problem = self.address_problem(address, (url if isinstance(url, URL) else URL(url)).port)
         if problem is not None:
             raise UrlRefused(HTTP_BAD_HOST, f"{problem}; {_REFUSED}")
+
+
+def _endpoint(address: str, port: int) -> tuple[str, int] | None:
+    try:
+        return str(ipaddress.ip_address(address)), port
+    except ValueError:
+        return None
+
+
+def parse_endpoint(text: str) -> tuple[str, int]:
+    """``"10.0.0.5:8080"`` or ``"[fd00::5]:8080"`` as (canonical address, port);
+    ValueError (saying what is expected) otherwise. Only literal addresses: the
+    guard judges the address connected to, never a name."""
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        host = ""  # an IPv6 address without brackets: its port is ambiguous
+    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{text!r} is not an address:port pair (for example 10.0.0.5:8080 or [fd00::5]:8080)")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: {host!r} is not an IP address (names are not accepted)") from None
+    return str(address), int(port_text)
 
 
 def check_url_shape(url: str | URL) -> str | None:
@@ -298,7 +331,7 @@ class GuardedResolver(AbstractResolver):
         allowed: list[ResolveResult] = []
         first_problem: str | None = None
         for result in results:
-            problem = self._policy.address_problem(result["host"])
+            problem = self._policy.address_problem(result["host"], port or None)
             if problem is None:
                 allowed.append(result)
             elif first_problem is None:

@@ -127,7 +127,8 @@ def _parse_date(value: str | None) -> datetime | None:
 
 
 def _parse_int(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    # isascii too: str.isdigit() is true for "¹" and other digits int() refuses (found by tests/fuzz).
+    return int(value) if value and value.isascii() and value.isdigit() else None
 
 
 # -- states ------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from redis.asyncio.connection import Connection
 from redis.crc import key_slot
 
 from presence_server.engines.calls import CallRecord
+from presence_server.engines.outbound import BroadcastRecord, RouteOutcome, SendJob, Submission, TrackedLink
 from presence_server.engines.ports import EngineUnavailable, IdentityChange, MessageRecord, SessionKey
 from presence_server.engines.redis import RedisEngine
 from protocol.addresses import new_sid
@@ -176,11 +177,15 @@ async def test_no_index_entries_outlive_the_sessions(engines: Callable[..., Awai
     await engine.presence.renew([SessionKey(new_sid("AC"), "ghost", "SEg")], 30.0)  # creates nothing
     client = redis.asyncio.from_url(redis_url)
     try:
-        assert await client.zrange("ps:accounts", 0, -1, withscores=True) == [(ACC.encode(), 10.0)]
+        assert await client.zrange("ps:{i}:accounts", 0, -1, withscores=True) == [(ACC.encode(), 10.0)]
         await engine.presence.remove(key(a), now=5.0)
-        assert await client.zscore("ps:accounts", ACC) == 20.0
+        # The entry is a lower bound: a removal leaves it early, a sweep that finds
+        # nothing due raises it to the account's earliest lease.
+        assert await client.zscore("ps:{i}:accounts", ACC) == 10.0
+        assert await engine.presence.sweep(now=15.0) == []
+        assert await client.zscore("ps:{i}:accounts", ACC) == 20.0
         await engine.presence.sweep(now=20.0)
-        assert await client.zcard("ps:accounts") == 0
+        assert await client.zcard("ps:{i}:accounts") == 0
         assert await client.zcard(f"ps:{{{ACC}}}:expiry") == 0
     finally:
         await client.aclose()
@@ -235,35 +240,71 @@ async def test_the_bus_reaches_other_engines_in_order(engines: Callable[..., Awa
 # -- hash slots ---------------------------------------------------------------------------
 
 
-async def test_one_accounts_keys_share_a_hash_slot(engines: Callable[..., Awaitable[RedisEngine]], redis_url: str) -> None:
-    engine = await engines()
-    for identity in ("alice", "bob:desk"):
-        s = sess("SE1", identity=identity)
-        await engine.presence.upsert(s, 100.0)
-        await engine.presence.upsert(sess("SE2", identity=identity), 100.0)
-        await engine.presence.linger(key(s), until=50.0, now=40.0)
-    call = CallRecord(sid=new_sid("CA"), account_sid=ACC, from_="client:alice", to="client:bob")
-    await engine.calls.create(call)
-    message = MessageRecord(sid=new_sid("SM"), account_sid=ACC, to="+15550100001", from_="+15550199999", body="hi", provider="outbox", provider_message_id="OB1")
-    await engine.messages.create(message)
-
-    client = redis.asyncio.from_url(redis_url)
+@pytest.mark.parametrize("where", ["redis", "redis-cluster"])
+async def test_one_accounts_keys_share_a_hash_slot(where: str, request: pytest.FixtureRequest) -> None:
+    """Every key the engine writes for an account - presence, records, the send
+    queue, submissions, broadcast link counters, routing totals - is in the
+    account's slot; the rest are the few global keys, named here. On the real
+    cluster, every operation above also ran without a CROSSSLOT refusal."""
+    cluster = where == "redis-cluster"
+    if cluster:
+        target = request.getfixturevalue("shared_redis_cluster")
+    else:
+        target = request.getfixturevalue("shared_redis_server")
+    target.flushall()
+    engine = RedisEngine(target.url)
+    await engine.start()
     try:
-        names = [k.decode() async for k in client.scan_iter(count=1000)]
-        # CLUSTER KEYSLOT answers only on a cluster-enabled server: ask one, and check
-        # redis-py's own computation against it.
-        async with redis_server(extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")) as cluster_node:
-            slots = {name: int(cluster_node.command("CLUSTER", "KEYSLOT", name)) for name in names}
+        for identity in ("alice", "bob:desk"):
+            s = sess("SE1", identity=identity)
+            await engine.presence.upsert(s, 100.0)
+            await engine.presence.upsert(sess("SE2", identity=identity), 100.0)
+            await engine.presence.linger(key(s), until=50.0, now=40.0)
+        await engine.presence.sweep(now=45.0)
+        call = CallRecord(sid=new_sid("CA"), account_sid=ACC, from_="client:alice", to="client:bob")
+        await engine.calls.create(call)
+        bc = BroadcastRecord(new_sid("BC"), ACC, 1, {}, {}, 1.0)
+        message = MessageRecord(
+            sid=new_sid("SM"), account_sid=ACC, to="+15550100001", from_="+15550199999", body="hi",
+            provider="outbox", provider_message_id="OB1", broadcast_sid=bc.sid, messaging_service_sid="MG" + "3" * 32,
+        )  # fmt: skip
+        await engine.messages.create_batch([message], [SendJob(ACC, message.sid, 1, 1.0, message.from_)], bc)
+        await engine.queue.claim(2.0, 1, 10, 50.0, "w1")
+        await engine.submissions.add(Submission("outbox", "OB1", ACC, message.sid, 2.0))
+        await engine.links.add([TrackedLink("lnk1", "https://example.com", ACC, message.sid, 2.0, bc.sid, "a")])
+        await engine.links.click("lnk1", 3.0, "agent")
+        await engine.routing_stats.record(RouteOutcome(ACC, "outbox", "default", "delivered", 3.0, latency=0.5))
+        await engine.bus.publish("presence:" + ACC, {"x": 1})
+        client: Any = engine._redis
+        names = sorted({k.decode() async for k in client.scan_iter(count=1000)})
     finally:
-        await client.aclose()
+        await engine.close()
+    if cluster:
+        slots = {name: target.keyslot(name) for name in names}
+    else:
+        # CLUSTER KEYSLOT answers only on a cluster-enabled server: ask one.
+        async with redis_server(extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")) as node:
+            slots = {name: int(node.command("CLUSTER", "KEYSLOT", name)) for name in names}
     assert all(slots[name] == key_slot(name.encode()) for name in names)
 
     tagged = [name for name in names if name.startswith(f"ps:{{{ACC}}}:")]
     assert len({slots[name] for name in tagged}) == 1
-    kinds = {re.sub(r":(alice|bob:desk|CA\w+|SM\w+)$", "", name.split("}:", 1)[1]) for name in tagged}
-    assert kinds == {"sessions", "presence", "expiry", "call", "calls", "calls:seq", "msg", "msgs", "msgs:seq"}
-    # The only keys outside the account's slot are the global indexes.
-    assert set(names) - set(tagged) == {"ps:accounts", f"ps:sid:{call.sid}", f"ps:sid:{message.sid}", "ps:provider:6:outbox:OB1"}
+    kinds = {re.sub(r":(alice|bob:desk|CA\w+|SM\w+|BC\w+|MG\w+)$", "", name.split("}:", 1)[1]) for name in tagged}
+    assert kinds == {
+        "sessions", "presence", "expiry",
+        "call", "calls", "calls:seq", "msg", "msgs", "msgs:seq", "msgs:bc", "sender", "bc", "bcs", "bcs:seq",
+        "q:job", "q:leases:1", "q:stream:1", "q:order", "q:depth", "subs", "bclinks", f"bclinks:{bc.sid}:clicked",
+        "routes", "routes:6:outbox:default",
+    }  # fmt: skip
+    # Everything else is global, each key used alone or with keys of its own tag.
+    assert set(names) - set(tagged) == {
+        "ps:{i}:accounts",
+        f"ps:sid:{call.sid}", f"ps:sid:{message.sid}", f"ps:sid:{bc.sid}",
+        "ps:provider:6:outbox:OB1", "ps:sub:6:outbox:OB1",
+        "ps:{q}:ready:1", "ps:q:consumer:w1",
+        "ps:link:{lnk1}", "ps:link:{lnk1}:clicks",
+        "ps:{routes}", "ps:{routes}:6:outbox:default", "ps:{routes}:mins", f"ps:{{routes}}:min:0.0:6:outbox:default",
+    }  # fmt: skip
 
 
 # -- outages --------------------------------------------------------------------------------

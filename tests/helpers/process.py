@@ -11,6 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from ssl import SSLContext
 
 import aiohttp
 
@@ -26,16 +27,17 @@ def free_port() -> int:
 class ServerProcess:
     """A server subprocess on 127.0.0.1:port, its output in a log file."""
 
-    def __init__(self, argv: list[str], port: int, log_path: Path, cwd: Path) -> None:
+    def __init__(self, argv: list[str], port: int, log_path: Path, cwd: Path, ssl: SSLContext | None = None) -> None:
         self.argv = argv
         self.port = port
         self.log_path = log_path
         self.cwd = cwd
+        self.ssl = ssl  # a server that serves TLS: https, verified with this context
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}"
 
     async def start(self, health_path: str = "/healthz", timeout: float = 60.0) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -47,7 +49,7 @@ class ServerProcess:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"{self.argv} exited with {self.proc.returncode}:\n{self.log_tail()}")
                 try:
-                    async with http.get(self.url + health_path, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                    async with http.get(self.url + health_path, timeout=aiohttp.ClientTimeout(total=2), ssl=self.ssl or True) as resp:
                         if resp.status == 200:
                             return
                 except (aiohttp.ClientError, asyncio.TimeoutError):

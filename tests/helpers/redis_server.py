@@ -104,6 +104,9 @@ class RedisServer:
                     return True
             except OSError:
                 pass
+            except RuntimeError as exc:
+                if not str(exc).startswith("LOADING"):  # an AOF being read back: ready soon
+                    raise
             time.sleep(0.01)
         return False
 

@@ -130,3 +130,20 @@ async def eventually_async(check: Any, timeout: float = 5.0, interval: float = 0
             if result:
                 return result
             await asyncio.sleep(interval)
+
+
+async def carrier_call(server: RunningServer, number: str, ingress: tuple[str, str] = INGRESS) -> dict[str, Any]:
+    """A carrier hands over a call to ``number`` (through the outbox provider's
+    ingress); returns the call's record (as the API renders it) once it has ended."""
+    headers = {"Authorization": "Basic " + base64.b64encode(":".join(ingress).encode()).decode()}
+    async with aiohttp.ClientSession() as http:
+        async with http.post(server.http_url + "/v1/Ingress/outbox/Voice", data={"From": "+15557770000", "To": number}, headers=headers) as resp:
+            record = await resp.json()
+            assert resp.status == 201, record
+    sid, account = record["sid"], server.account.sid
+
+    async def ended() -> dict[str, Any] | None:
+        got = await server.node.engine.calls.get(account, sid)
+        return got.to_api() if got is not None and got.status in ("failed", "completed") else None
+
+    return await eventually_async(ended)  # type: ignore[no-any-return]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from ssl import SSLContext
 from typing import Any
 
 import msgpack
@@ -18,9 +19,9 @@ class RawClient:
         self.binary = binary
 
     @classmethod
-    async def open(cls, url: str, encoding: str = "json") -> RawClient:
+    async def open(cls, url: str, encoding: str = "json", ssl: SSLContext | None = None) -> RawClient:
         sub = MSGPACK_SUBPROTOCOL if encoding == "msgpack" else JSON_SUBPROTOCOL
-        ws = await connect(url, subprotocols=[sub], max_size=None)  # type: ignore[list-item]
+        ws = await connect(url, subprotocols=[sub], max_size=None, ssl=ssl)  # type: ignore[list-item]
         return cls(ws, encoding == "msgpack")
 
     async def send(self, obj: Any) -> None:

@@ -386,17 +386,20 @@ async def test_no_subprotocol_means_json(server: RunningServer) -> None:
 
 
 async def test_a_client_that_never_reads_is_closed_not_buffered() -> None:
-    from protocol.messages import Pong
+    from protocol.messages import SignalRelay
     from tests.helpers.servers import start_server
 
     running = await start_server(gateway={"max_pending_frames": 16})
     try:
         reader, _ = await open_registered(running, "bob")
         (conn,) = running.node.gateway.sessions.values()
-        # Frames queued faster than the socket takes them (here: all within one
-        # turn of the event loop, so the writer cannot drain any) pile up to the bound.
-        for i in range(40):
-            conn.send_frame(Pong(id=i))
+        # Frames go straight to the socket while it takes them; once the socket's
+        # buffers are full (the client reads nothing), they queue, up to the bound.
+        big = SignalRelay(call="CA" + "0" * 32, payload={"sdp": "x" * 1_000_000})
+        for _ in range(200):
+            conn.send_frame(big)
+            if conn.session.state.value == "closed":
+                break
         assert conn.session.state.value == "closed"
         assert (await reader.closed())[0] == 4013
     finally:

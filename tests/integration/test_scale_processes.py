@@ -26,270 +26,42 @@ needs it (``Cluster.ensure``), so each test also runs on its own (``-k``).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import secrets
 import signal
-import sqlite3
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import pytest
 import pytest_asyncio
-from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from protocol.addresses import new_sid
-from protocol.tokens import mint_token
+from tests.helpers.cluster import (
+    BOB_PHONE,
+    NUMBER,
+    Account,
+    Cluster,
+    Frames,
+    Settings,
+    as_awaitable as _async,
+    awaits_to as _async_eq,
+    dial_who_was_asked_for,
+    eventually,
+    outbox_sids,
+    place_call,
+    readyz,
+)
 from tests.helpers.instructions import InstructionServer
-from tests.helpers.process import ServerProcess, free_port
 from tests.helpers.redis_server import RedisServer, redis_available
 from tests.helpers.wsclient import RawClient
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-LEASE = 3.0  # [presence] lease_ttl
-SWEEP = 0.25  # [presence] sweep_interval
-HEARTBEAT = 0.5  # [server] node_heartbeat
-JOB_LEASE = 3.0  # [messaging] lease
-MPS = 100  # the outbox's throughput (shared by the messaging processes), so a backlog builds up
-BURST = 10
-
-ALICE_PHONE = "+15550100001"
-BOB_PHONE = "+15550100002"
-NUMBER = "+15550001111"
-OPERATOR = ("ops", "operator-password-for-tests")
-
-
-@dataclass
-class Account:
-    sid: str = field(default_factory=lambda: new_sid("AC"))
-    auth_token: str = field(default_factory=lambda: secrets.token_hex(16))
-    key_sid: str = field(default_factory=lambda: new_sid("SK"))
-    key_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
-    app_sid: str = field(default_factory=lambda: new_sid("AP"))
-
-    def token(self, identity: str) -> str:
-        grants = {
-            "identity": identity,
-            "presence": {"publish": True, "subscribe": True},
-            "voice": {"incoming": {"allow": True}, "outgoing": {"application_sid": self.app_sid}},
-        }
-        return mint_token(
-            key_sid=self.key_sid, account_sid=self.sid, identity=identity, secret=self.key_secret, now=time.time(), grants=grants
-        )
-
-    def basic(self) -> dict[str, str]:
-        return {"Authorization": "Basic " + base64.b64encode(f"{self.sid}:{self.auth_token}".encode()).decode()}
-
-
-def dial_who_was_asked_for(params: dict[str, str]) -> str:
-    """The instruction app: a call to ``client:<name>`` dials that client."""
-    response = VoiceResponse()
-    dial = Dial(timeout=5)
-    dial.client(params["To"].removeprefix("client:"))
-    response.append(dial)
-    return str(response)
-
-
-class Cluster:
-    """The processes of one deployment, by name; each has its own config file,
-    log file and data_dir under the module's temporary directory."""
-
-    def __init__(self, tmp: Path, redis: RedisServer, ins: InstructionServer, account: Account) -> None:
-        self.tmp = tmp
-        self.redis = redis
-        self.ins = ins
-        self.account = account
-        self.procs: dict[str, ServerProcess] = {}
-        self.roles: dict[str, str] = {}
-        # The messaging processes share one data_dir, so one outbox: the outbox stands
-        # for the carrier, and all of them send to the same carrier. (A send interrupted
-        # by a kill is sent again with the same idempotency key, the message sid, which
-        # only the carrier that took the first one can recognise: two outbox files
-        # would be two carriers.)
-        self.shared_dirs = {"messaging-1": "messaging", "messaging-2": "messaging"}
-
-    def config(self, port: int, data_dir: Path) -> str:
-        a = self.account
-        return f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-shutdown_grace = 1.0
-node_heartbeat = {HEARTBEAT}
-
-[engine]
-kind = "redis"
-url = "{self.redis.url}"
-data_dir = "{data_dir}"
-
-[presence]
-lease_ttl = {LEASE}
-grace_period = 3.0  # a drained client resumes well within this (test e)
-sweep_interval = {SWEEP}
-
-[logging]
-level = "info"
-
-[security]
-allow_private_urls = true
-
-[signaling]
-message_ack_timeout = 1.0
-
-[messaging]
-lease = {JOB_LEASE}
-poll_interval = 0.1
-
-[operator]
-username = "{OPERATOR[0]}"
-password = "{OPERATOR[1]}"
-
-[[providers]]
-name = "outbox"
-kind = "outbox"
-timeout = 1.0
-mps = {MPS}
-burst = {BURST}
-
-[[accounts]]
-sid = "{a.sid}"
-auth_token = "{a.auth_token}"
-
-[[accounts.api_keys]]
-sid = "{a.key_sid}"
-secret = "{a.key_secret}"
-
-[[accounts.identities]]
-identity = "alice"
-phone = "{ALICE_PHONE}"
-
-[[accounts.identities]]
-identity = "bob"
-phone = "{BOB_PHONE}"
-
-[[accounts.applications]]
-sid = "{a.app_sid}"
-voice_url = "{self.ins.url('/voice')}"
-
-[[accounts.phone_numbers]]
-number = "{NUMBER}"
-
-[accounts.fallback]
-mode = "sms"
-from_number = "{NUMBER}"
-"""
-
-    def data_dir(self, name: str) -> Path:
-        return self.tmp / "data" / self.shared_dirs.get(name, name)
-
-    async def start(self, name: str, roles: str) -> ServerProcess:
-        """Start (or start again, on a new port) the process called ``name``;
-        returns once its /readyz says ready (Redis reached, bus subscribed)."""
-        port = free_port()
-        directory = self.tmp / name
-        directory.mkdir(exist_ok=True)
-        path = directory / f"config-{port}.toml"
-        path.write_text(self.config(port, self.data_dir(name)))
-        argv = [sys.executable, "-m", "presence_server.cli", "serve", "--config", str(path), "--roles", roles]
-        proc = ServerProcess(argv, port, directory / "server.log", directory)
-        self.procs[name], self.roles[name] = proc, roles
-        await proc.start(health_path="/readyz", timeout=30)
-        return proc
-
-    async def ensure(self, name: str, roles: str) -> ServerProcess:
-        proc = self.procs.get(name)
-        if proc is not None and proc.proc is not None and proc.proc.poll() is None:
-            return proc
-        return await self.start(name, roles)
-
-    def ws_url(self, name: str) -> str:
-        return f"ws://127.0.0.1:{self.procs[name].port}/v1/connect"
-
-    async def client(self, name: str, identity: str) -> RawClient:
-        c = await RawClient.open(self.ws_url(name))
-        reply = await c.register(self.account.token(identity), capabilities=["voice", "messaging"])
-        assert reply["type"] == "registered", reply
-        return c
-
-    async def rest(self, name: str, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        headers = kw.pop("headers", None) or self.account.basic()
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            async with http.request(method, self.procs[name].url + path, headers=headers, **kw) as resp:
-                return resp.status, await resp.json(content_type=None)
-
-    async def presence(self, name: str, identity: str) -> dict[str, Any]:
-        status, body = await self.rest(name, "GET", f"/v1/Accounts/{self.account.sid}/Presence/{identity}")
-        assert status == 200, body
-        return body  # type: ignore[no-any-return]
-
-    async def nodes(self, name: str) -> list[dict[str, Any]]:
-        auth = "Basic " + base64.b64encode(f"{OPERATOR[0]}:{OPERATOR[1]}".encode()).decode()
-        status, body = await self.rest(name, "GET", "/v1/Nodes", headers={"Authorization": auth})
-        assert status == 200, body
-        return body["nodes"]  # type: ignore[no-any-return]
-
-    async def node_id(self, name: str) -> str:
-        port = self.procs[name].port
-        for node in await self.nodes(name):
-            if node["address"].endswith(f":{port}"):
-                return str(node["node_id"])
-        raise AssertionError(f"{name} is not in its own /v1/Nodes")
-
-    def logs(self) -> str:
-        return "\n".join(f"--- {name} ({self.roles[name]}) ---\n{p.log_tail(25)}" for name, p in self.procs.items())
-
-    async def stop_all(self) -> dict[str, tuple[int | None, float]]:
-        """SIGTERM to every process still running, at once (each drains for
-        shutdown_grace); returns each one's exit code and how long it took."""
-
-        def stop(proc: ServerProcess) -> tuple[int | None, float]:
-            started = time.monotonic()
-            proc.stop()
-            return (proc.proc.returncode if proc.proc else None), time.monotonic() - started
-
-        running = {name: p for name, p in self.procs.items() if p.proc is not None and p.proc.poll() is None}
-        results = await asyncio.gather(*(asyncio.to_thread(stop, p) for p in running.values()))
-        return dict(zip(running, results))
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float, what: str, interval: float = 0.05) -> Any:
-    """Poll ``check()`` until it returns something truthy (and return it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(interval)
-
-
-async def readyz(url: str) -> int:
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
-            async with http.get(url + "/readyz") as resp:
-                return resp.status
-    except (aiohttp.ClientError, asyncio.TimeoutError):
-        return 0
-
-
-def outbox_sids(data_dir: Path) -> list[str]:
-    """Every message sid in one outbox file, one per row; read-only (the server may run)."""
-    path = data_dir / "outbox.sqlite3"
-    if not path.exists():
-        return []
-    conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        conn.execute("PRAGMA busy_timeout=5000")
-        return [row[0] for row in conn.execute("SELECT message_sid FROM outbox")]
-    finally:
-        conn.close()
+SETTINGS = Settings()
+LEASE = SETTINGS.lease
+SWEEP = SETTINGS.sweep
+JOB_LEASE = SETTINGS.job_lease
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -303,7 +75,7 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     ins = InstructionServer(auth_token=account.auth_token)
     await ins.start()
     ins.on("/voice", dial_who_was_asked_for)
-    c = Cluster(tmp, redis, ins, account)
+    c = Cluster(tmp, redis, ins, account, SETTINGS)
     try:
         await asyncio.gather(
             c.start("gateway-1", "gateway"),
@@ -322,49 +94,6 @@ async def cluster(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Clu
     if slow_or_failed:
         (tmp / "teardown-failure.txt").write_text(f"{slow_or_failed}\n{c.logs()}")
     assert not slow_or_failed, (slow_or_failed, c.logs())
-
-
-class Frames:
-    """A client's incoming frames: waiting for one keeps the others for later
-    (a presence update may arrive while a test waits for a call's progress)."""
-
-    def __init__(self, client: RawClient) -> None:
-        self.client = client
-        self.unread: list[dict[str, Any]] = []
-
-    async def expect(self, match: Callable[[dict[str, Any]], bool], timeout: float = 5.0, what: str = "a frame") -> dict[str, Any]:
-        for i, frame in enumerate(self.unread):
-            if match(frame):
-                return self.unread.pop(i)
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {what} within {timeout} s; got {self.unread[-5:]}")
-            try:
-                frame = await self.client.recv(remaining)
-            except asyncio.TimeoutError:
-                continue
-            if match(frame):
-                return frame
-            self.unread.append(frame)
-
-    async def type(self, frame_type: str, timeout: float = 5.0) -> dict[str, Any]:
-        return await self.expect(lambda f: f["type"] == frame_type, timeout, frame_type)
-
-
-async def place_call(cluster: Cluster, caller: RawClient | Frames, to: str) -> str:
-    """Place a call; a gateway that has not yet learnt of a signaling node from the
-    registry (one heartbeat after it started) answers 10016: try again then."""
-    frames = caller if isinstance(caller, Frames) else Frames(caller)
-    deadline = time.monotonic() + 5
-    while True:
-        await frames.client.send({"type": "call", "to": to, "id": "place"})
-        frame = await frames.expect(lambda f: f["type"] in ("call_created", "error") and f.get("id") == "place")
-        if frame["type"] == "call_created":
-            return str(frame["call"])
-        assert frame["code"] == 10016 and time.monotonic() < deadline, (frame, cluster.logs())
-        await asyncio.sleep(0.1)
 
 
 # -- a. a call from gateway 1 to gateway 2 --------------------------------------------------
@@ -505,7 +234,9 @@ async def test_a_messaging_process_killed_mid_burst_another_sends_every_accepted
     next_index = 0
 
     def leased_to(worker: str) -> int:
-        return int(cluster.redis.command("SCARD", f"ps:q:worker:{worker}"))
+        # The worker's entries pending in the account's streams' consumer groups.
+        streams = [f"ps:{{{cluster.account.sid}}}:q:stream:{p}" for p in range(3)]
+        return int(cluster.redis.command("EVAL", _PENDING_UNDER, "3", *streams, worker))
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
 
@@ -566,6 +297,19 @@ async def test_a_messaging_process_killed_mid_burst_another_sends_every_accepted
     )
 
 
+# KEYS: streams; ARGV: consumer. How many entries are pending under it (a stream
+# with nothing leased does not exist).
+_PENDING_UNDER = """
+local n = 0
+for _, stream in ipairs(KEYS) do
+  if redis.call('EXISTS', stream) == 1 then
+    n = n + #redis.call('XPENDING', stream, 'send', '-', '+', 100000, ARGV[1])
+  end
+end
+return n
+"""
+
+
 def _logged_outbox_sids(log_path: Path) -> set[str]:
     """The message sids a process logged as recorded in the outbox (JSON log lines)."""
     out = set()
@@ -576,10 +320,6 @@ def _logged_outbox_sids(log_path: Path) -> set[str]:
             except (ValueError, KeyError):
                 pass
     return out
-
-
-async def _async(value: Any) -> Any:
-    return value
 
 
 # -- d. a signaling process killed ---------------------------------------------------------------
@@ -733,6 +473,3 @@ async def test_redis_restart_keeps_clients_connected_and_presence_comes_back_who
         await alice.close()
         await bob.close()
 
-
-async def _async_eq(value: Awaitable[Any], expected: Any) -> bool:
-    return (await value) == expected

@@ -397,6 +397,26 @@ async def test_client_leg_and_message_status_callbacks(env: Env) -> None:
     assert msg.params["MessageStatus"] == "sent" and msg.params["To"] == "+15559990000"
 
 
+async def test_a_dialled_legs_initiated_callback_comes_with_its_creation(env: Env) -> None:
+    # The child call is stored already initiated (one write, not two): its
+    # 'initiated' callback still comes, first, and the record says so.
+    leg_hook = env.ins.on("/leg-status", "")
+    env.ins.on(
+        "/voice",
+        f'<Response><Dial><Client statusCallback="{leg_hook}" statusCallbackEvent="initiated ringing answered completed">bob</Client></Dial></Response>',
+    )
+    bob = await env.client("bob")
+    alice = await env.client("alice")
+    await alice.send({"type": "call", "to": "client:bob"})
+    invite = await bob.recv_type("invite")
+    await bob.send({"type": "reject", "call": invite["call"]})
+    legs = await env.ins.wait_for("/leg-status", 2)
+    assert [r.params["CallStatus"] for r in legs] == ["initiated", "busy"]
+    assert all(r.params["CallSid"] == invite["call"] for r in legs)
+    status, child = await env.rest("GET", f"/2010-04-01/Accounts/{env.account.sid}/Calls/{invite['call']}.json")
+    assert status == 200 and child["status"] == "busy" and child["parent_call_sid"] == invite["parent_call"]
+
+
 async def test_media_verbs_go_to_a_media_leg_or_are_skipped_with_a_warning(env: Env) -> None:
     env.ins.on("/voice", "<Response><Say>Hello there</Say><Play>https://example.com/a.mp3</Play><Hangup/></Response>")
     plain = await env.client("alice", capabilities=["voice"])

@@ -37,7 +37,7 @@ def test_good_config() -> None:
         ({"server": {"prot": 1}}, "server.prot: unknown key"),
         ({"engine": {"kind": "postgres"}}, "engine.kind"),
         ({"engine": {"kind": "redis"}}, "engine.url is required"),
-        ({"engine": {"kind": "redis", "url": "http://x"}}, "must be a redis://"),
+        ({"engine": {"kind": "redis", "url": "http://x"}}, "scheme 'http' is not supported: use one of redis://"),
         ({"accounts": [{"sid": AC, "auth_token": "t" * 32, "api_keys": [{"sid": SK, "public_key_pem": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"}]}]}, "accounts[0].api_keys[0].public_key_pem"),
         ({"accounts": [{"sid": "AC1", "auth_token": "t" * 32}]}, "accounts[0].sid: must be 'AC'"),
         ({"accounts": [{"sid": AC, "auth_token": "short"}]}, "accounts[0].auth_token: must be at least 16"),

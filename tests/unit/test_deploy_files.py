@@ -12,6 +12,8 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
+import tomllib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -21,6 +23,7 @@ import yaml
 from presence_server.config import Config, load_config, parse_config
 from presence_server.node import Node
 from presence_server.roles import ROLES
+from presence_server.secret_refs import is_reference, is_secret_key
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ROOT = DEPLOY.parent
@@ -54,6 +57,44 @@ def secret_data() -> dict[str, str]:
     (secret,) = [s for s in of_kind("Secret") if s["metadata"]["name"] == "presence-secrets"]
     data: dict[str, str] = secret["stringData"]
     return data
+
+
+_SECRET_DIRS = tempfile.TemporaryDirectory(prefix="deploy-secrets-")
+PLACEHOLDER = "placeholder-secret-value-0123456789"
+
+
+def file_references(text: str) -> list[str]:
+    """The files a config names by reference ({ file = "..." })."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if is_reference(value):
+            found.extend([value["file"]] if "file" in value else [])
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(tomllib.loads(text))
+    return found
+
+
+def with_secret_files(text: str, directory: Path, values: dict[str, str] | None = None) -> Path:
+    """The config written to ``directory`` with the secret files it names beside it,
+    as every platform of deploy/ mounts them (values by file name, else a placeholder)."""
+    path = directory / "presence.toml"
+    path.write_text(text)
+    for name in file_references(text):
+        (directory / name).write_text((values or {}).get(name, PLACEHOLDER) + "\n")
+    return path
+
+
+def load_deploy_config(environ: dict[str, str]) -> Config:
+    """deploy/presence.toml as compose and systemd run it: its secret files beside it."""
+    directory = Path(tempfile.mkdtemp(dir=_SECRET_DIRS.name))
+    return load_config(with_secret_files((DEPLOY / "presence.toml").read_text(), directory), environ=environ)
 
 
 def roles_of(args: list[str]) -> tuple[str, ...]:
@@ -96,16 +137,14 @@ def deploy_configs() -> Iterator[tuple[str, str]]:
 
 @pytest.mark.parametrize("name,text", list(deploy_configs()), ids=[n for n, _ in deploy_configs()])
 def test_every_configuration_loads_with_the_servers_loader(name: str, text: str, tmp_path: Path) -> None:
-    path = tmp_path / "presence.toml"
-    path.write_text(text)
+    path = with_secret_files(text, tmp_path)
     config = load_config(path, environ={})
     assert config.accounts
 
 
 def test_the_environment_the_deploy_files_set_is_accepted(tmp_path: Path) -> None:
     """Every PRESENCE_* variable the files set names a real key, with a valid value."""
-    path = tmp_path / "presence.toml"
-    path.write_text(secret_data()["presence.toml"])
+    path = with_secret_files(secret_data()["presence.toml"], tmp_path, secret_data())
     (configmap,) = of_kind("ConfigMap")
     env = dict(configmap["data"])
     for deployment in of_kind("Deployment"):
@@ -119,7 +158,7 @@ def test_the_environment_the_deploy_files_set_is_accepted(tmp_path: Path) -> Non
     compose_env = compose()["x-presence"]["environment"]
     values = {"PRESENCE_OPERATOR_PASSWORD": "a-long-operator-password", "PRESENCE_PUBLIC_URL": "http://localhost:8080"}
     resolved = {k: re.sub(r"\$\{(\w+)[^}]*\}", lambda m: values[m.group(1)], str(v)) for k, v in compose_env.items()}
-    config = load_config(DEPLOY / "presence.toml", environ=resolved)
+    config = load_deploy_config(environ=resolved)
     assert config.operator.password == "a-long-operator-password"
 
     systemd_env = {}
@@ -129,7 +168,52 @@ def test_the_environment_the_deploy_files_set_is_accepted(tmp_path: Path) -> Non
                 key, _, value = line.partition("=")
                 systemd_env[key] = value
     systemd_env.pop("ROLES")
-    load_config(DEPLOY / "presence.toml", environ=systemd_env)
+    load_deploy_config(environ=systemd_env)
+
+
+# -- secrets by reference: the config files hold none, every platform mounts them --------------
+
+
+def test_the_deploy_configs_hold_no_secret_and_every_platform_mounts_the_files_they_name() -> None:
+    deploy_text = (DEPLOY / "presence.toml").read_text()
+    k8s_text = secret_data()["presence.toml"]
+    for text in (deploy_text, k8s_text):
+        data = tomllib.loads(text)
+        inline = [
+            ".".join(map(str, path)) for path, value in _leaves(data)
+            if is_secret_key(path) and path[:2] != ("engine", "url") and not is_reference(value)
+        ]
+        assert inline == [], f"secrets held inline: {inline}"
+    names = file_references(deploy_text)
+    assert names and sorted(names) == sorted(file_references(k8s_text))
+    assert all("/" not in n for n in names)  # beside the config: systemd credentials are one flat directory
+    config_dir = CONFIG_PATH.rsplit("/", 1)[0]
+    # Docker Compose: a secret per file, mounted beside the config, from the environment.
+    mounted = {s["target"]: s["source"] for s in compose()["x-presence"]["secrets"]}
+    for name in names:
+        source = mounted[f"{config_dir}/{name}"]
+        assert set(compose()["secrets"][source]) & {"environment", "file"}
+    # systemd: a credential per file, in the credentials directory beside presence.toml.
+    unit = (SYSTEMD / "presence-server@.service").read_text()
+    credentials = dict(re.findall(r"^LoadCredential=([^:]+):(.+)$", unit, re.M))
+    assert set(names) <= set(credentials)
+    # Kubernetes: a key of the Secret per file, mounted beside presence.toml in every pod.
+    for deployment in of_kind("Deployment"):
+        (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"]
+        paths = {i["path"]: i["key"] for i in volume["secret"]["items"]}
+        for name in names:
+            assert paths[name] in secret_data(), (deployment["metadata"]["name"], name)
+
+
+def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if isinstance(value, dict) and not is_reference(value):
+        for k, v in value.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _leaves(v, (*path, i))
+    else:
+        yield path, value
 
 
 # -- roles and topology ----------------------------------------------------------------------------
@@ -143,10 +227,10 @@ def test_compose_runs_two_gateways_a_signaling_and_a_messaging_process_on_redis(
     for name in roles:
         assert config_of(services[name]["command"]) == CONFIG_PATH
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
-    (secret,) = compose()["x-presence"]["secrets"]
-    assert secret["target"] == CONFIG_PATH and compose()["secrets"][secret["source"]]["file"] == "./presence.toml"
+    (secret,) = [s for s in compose()["x-presence"]["secrets"] if s["target"] == CONFIG_PATH]
+    assert compose()["secrets"][secret["source"]]["file"] == "./presence.toml"
     assert "redis-server" in services["redis"]["command"] and "--appendonly" in services["redis"]["command"]
-    config = load_config(DEPLOY / "presence.toml", environ={})
+    config = load_deploy_config(environ={})
     assert config.engine.kind == "redis" and config.engine.url == "redis://redis:6379/0" and config.server.host == "0.0.0.0"
 
 
@@ -159,9 +243,9 @@ def test_k8s_deployments_run_valid_roles_with_the_mounted_config() -> None:
         assert roles_of(container["args"]) == (name.removeprefix("presence-"),)
         mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
         (config_volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
-        (item,) = config_volume["secret"]["items"]
+        (item,) = [i for i in config_volume["secret"]["items"] if i["key"] == "presence.toml"]
         assert f"{mounts['config']}/{item['path']}" == config_of(container["args"]) == CONFIG_PATH
-        assert item["key"] == "presence.toml" and config_volume["secret"]["secretName"] == "presence-secrets"
+        assert config_volume["secret"]["secretName"] == "presence-secrets"
         assert deployment["spec"]["selector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
         assert container["securityContext"]["readOnlyRootFilesystem"] is True
         assert mounts["data"] == parse_config({"engine": {"data_dir": "/var/lib/presence-server"}}, environ={}).engine.data_dir
@@ -210,7 +294,7 @@ async def test_probes_and_health_checks_name_real_routes(tmp_path: Path) -> None
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"  # never tied to Redis
         assert container["readinessProbe"]["httpGet"]["port"] == container["livenessProbe"]["httpGet"]["port"] == "http"
-        assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == load_config(DEPLOY / "presence.toml", environ={}).server.port
+        assert {p["name"]: p["containerPort"] for p in container["ports"]}["http"] == load_deploy_config(environ={}).server.port
     assert "/readyz" in " ".join(compose()["x-presence"]["healthcheck"]["test"])
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "http://127.0.0.1:8080/healthz" in dockerfile
@@ -239,9 +323,7 @@ def drain_seconds(config: Config) -> float:
 
 
 def test_termination_grace_covers_the_gateways_drain(tmp_path: Path) -> None:
-    path = tmp_path / "presence.toml"
-    path.write_text(secret_data()["presence.toml"])
-    config = load_config(path, environ={})
+    config = load_config(with_secret_files(secret_data()["presence.toml"], tmp_path), environ={})
     for deployment in of_kind("Deployment"):
         pod = deployment["spec"]["template"]["spec"]
         (container,) = pod["containers"]
@@ -252,7 +334,7 @@ def test_termination_grace_covers_the_gateways_drain(tmp_path: Path) -> None:
     assert gateway["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert "preStop" in gateway["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
 
-    compose_config = load_config(DEPLOY / "presence.toml", environ={})
+    compose_config = load_deploy_config(environ={})
     grace = compose()["x-presence"]["stop_grace_period"]
     assert grace.endswith("s") and float(grace[:-1]) >= drain_seconds(compose_config) + 5
     assert compose()["x-presence"]["stop_signal"] == "SIGTERM"
@@ -281,7 +363,7 @@ def test_haproxy_passes_websockets_to_ready_gateways() -> None:
     # Servers are the compose file's gateways and signaling process, on the config's port.
     roles = {name: roles_of(s["command"]) for name, s in compose()["services"].items() if "command" in s and s["command"][0] == "serve"}
     backends = _haproxy_backends(lines)
-    port = load_config(DEPLOY / "presence.toml", environ={}).server.port
+    port = load_deploy_config(environ={}).server.port
     assert sorted(backends["gateways"]) == sorted(f"{n}:{port}" for n, r in roles.items() if r == ("gateway",))
     assert sorted(backends["signaling"]) == sorted(f"{n}:{port}" for n, r in roles.items() if "signaling" in r)
     # The routes only the signaling role runs go there; the rest to the gateways.

@@ -84,3 +84,30 @@ async def test_changes_that_subscribers_cannot_see_are_not_published() -> None:
 async def test_change_of_an_unknown_session() -> None:
     service, _, _ = await setup()
     assert await service.change(SessionKey(ACC, "alice", "SEnone"), status=Status.BUSY) is None
+
+
+async def test_with_nobody_watching_nothing_is_built_but_everything_is_stored(monkeypatch: Any) -> None:
+    import presence_server.presence.service as service_module
+
+    engine = MemoryEngine()
+    service = PresenceService(engine, ManualClock(1000.0), PresenceConfig())
+    merges = 0
+    real_merge = service_module.merge
+
+    def counting_merge(*args: Any) -> Any:
+        nonlocal merges
+        merges += 1
+        return real_merge(*args)
+
+    monkeypatch.setattr(service_module, "merge", counting_merge)
+    s = session()
+    await service.connect(s)
+    await service.change(SessionKey(ACC, "alice", s.session_id), text="lunch")
+    assert merges == 0  # no subscriber to the account's topic in this process: nothing merged or encoded
+    (snap,) = await service.query(ACC, ["alice"])
+    assert snap.presence.text == "lunch"
+    published: list[dict[str, Any]] = []
+    await engine.bus.subscribe(f"presence:{ACC}", published.append)
+    merges = 0
+    await service.change(SessionKey(ACC, "alice", s.session_id), text="back")
+    assert merges == 2 and published[-1]["presence"]["text"] == "back" and published[-1]["version"] == snap.version + 1

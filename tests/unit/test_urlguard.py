@@ -21,6 +21,7 @@ from presence_server.signaling.urlguard import (
     UrlRefused,
     address_category,
     guarded_session,
+    parse_endpoint,
     redirect_method,
 )
 
@@ -239,6 +240,32 @@ async def test_resolver_policies() -> None:
     with pytest.raises(AddressRefused):
         await GuardedResolver(LOOPBACK, fake).resolve("lan.example")
     assert [r["host"] for r in await GuardedResolver(PRIVATE, fake).resolve("lan.example")] == ["192.168.0.2"]
+
+
+def test_allowed_endpoints_admit_exactly_their_address_and_port() -> None:
+    policy = UrlPolicy(allowed_endpoints=frozenset({parse_endpoint("10.0.0.5:8080"), parse_endpoint("[fd00::5]:443")}))
+    policy.check_url("http://10.0.0.5:8080/voice")
+    policy.check_url("https://[fd00:0::5]/voice")  # the same address spelt otherwise, on https's default port
+    for url in (
+        "http://10.0.0.5:8081/", "http://10.0.0.5/", "http://10.0.0.6:8080/", "https://[fd00::6]/",
+        "http://[::ffff:10.0.0.5]:8080/",  # the same host reached another way: not what was allowed
+        "http://169.254.169.254:8080/",
+    ):
+        assert refused(policy, url).code == HTTP_BAD_HOST, url
+
+
+async def test_resolver_honours_allowed_endpoints_by_port() -> None:
+    policy = UrlPolicy(allowed_endpoints=frozenset({parse_endpoint("127.0.0.1:8080")}))
+    fake = FakeResolver({"app.internal": ["127.0.0.1"]})
+    assert [r["host"] for r in await GuardedResolver(policy, fake).resolve("app.internal", 8080)] == ["127.0.0.1"]
+    with pytest.raises(AddressRefused):
+        await GuardedResolver(policy, fake).resolve("app.internal", 9090)
+
+
+@pytest.mark.parametrize("text", ["localhost:80", "10.0.0.5", "::1:80", "[::1]:0", "10.0.0.5:70000", "10.0.0.5:http", ":80"])
+def test_parse_endpoint_refuses_what_is_not_an_address_and_port(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_endpoint(text)
 
 
 async def test_resolver_passes_dns_failures_through_and_closes_inner() -> None:

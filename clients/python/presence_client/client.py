@@ -15,6 +15,7 @@ This module is the public API; the machinery is in ``_core.py``.
 from __future__ import annotations
 
 import asyncio
+from ssl import SSLContext
 from typing import Any, Callable, Iterable, Mapping
 
 from websockets.exceptions import ConnectionClosed
@@ -69,6 +70,7 @@ class PresenceClient(ClientCore):
         on_message: Callable[[Message], Any] | None = None,
         clock: Clock | None = None,
         websocket_options: Mapping[str, Any] | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self._url = _validate.url(url)
         self._codec = MSGPACK_CODEC if _validate.encoding(encoding) == "msgpack" else JSON_CODEC
@@ -107,6 +109,15 @@ class PresenceClient(ClientCore):
         if websocket_options is not None and not isinstance(websocket_options, Mapping):
             raise TypeError("websocket_options must be a mapping of websockets.connect() arguments")
         self._ws_options = dict(websocket_options or {})
+        # An explicit ssl= (as aiohttp and websockets spell it): the context that
+        # verifies a wss:// server, e.g. one with a private CA. The default for
+        # wss:// is the system's trust store with host name checking.
+        if ssl is not None:
+            if not isinstance(ssl, SSLContext):
+                raise TypeError(f"ssl must be an ssl.SSLContext, not {type(ssl).__name__}")
+            if not self._url.startswith("wss://"):
+                raise ValueError("ssl is for wss:// URLs; this url is ws:// (plain, no TLS)")
+            self._ws_options["ssl"] = ssl
         super().__init__()
 
     # -- properties -------------------------------------------------------------------

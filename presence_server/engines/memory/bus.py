@@ -45,6 +45,9 @@ class MemoryBus:
                 log.exception("bus handler failed", topic=topic)
         return 1  # this process's engine is the only one
 
+    def may_have_listeners(self, topic: str) -> bool:
+        return topic in self._topics  # this process is the only one
+
     async def subscribe(self, topic: str, handler: MessageHandler) -> MemorySubscription:
         sub = MemorySubscription(self, topic, handler)
         self._topics.setdefault(topic, []).append(sub)

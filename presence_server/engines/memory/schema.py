@@ -1,14 +1,15 @@
 """The embedded engine's SQLite file: every table, and the migrations between versions.
 
 One file (``<data_dir>/messages.sqlite3``) holds the message records, the
-broadcasts, the send queue, carrier submissions, tracked links and routing
-statistics, so that a record and its send job are written in one transaction.
+broadcasts, the send queue, carrier submissions, tracked links, routing
+statistics and revoked API keys, so that a record and its send job are written in one transaction.
 ``PRAGMA user_version`` is the file's schema version:
 
 - 1: the message records of the first release (no pipeline tables).
 - 2: the messaging pipeline's record fields (``ALTER TABLE ADD COLUMN``, with
   defaults that old rows take), broadcasts, jobs, submissions, links, clicks
   and routing statistics.
+- 3: API keys revoked at run time (``revoked_keys``).
 
 A file of a newer version than this code knows is refused rather than guessed at.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _MESSAGES_V1 = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -180,6 +181,14 @@ CREATE TABLE IF NOT EXISTS route_minutes (
     latency_count INTEGER NOT NULL DEFAULT 0,
     errors TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (minute, provider, route)
+);
+
+-- API keys revoked over REST (version 3); the config's revoked keys are not copied here.
+CREATE TABLE IF NOT EXISTS revoked_keys (
+    account_sid TEXT NOT NULL,
+    key_sid TEXT NOT NULL,
+    revoked_at REAL NOT NULL,
+    PRIMARY KEY (account_sid, key_sid)
 );
 """
 

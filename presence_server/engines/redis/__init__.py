@@ -1,4 +1,4 @@
-"""The redis engine: shared state for many processes, in one Redis.
+"""The redis engine: shared state for many processes, in one Redis or a Redis Cluster.
 
 Presence, the bus, call and message records, and the messaging pipeline's
 send queue, carrier submissions, tracked links and routing statistics all live
@@ -11,15 +11,12 @@ EngineUnavailable; ``ready()`` is False until it is back).
 from __future__ import annotations
 
 import time
-from typing import Callable
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any, Callable
 
 import redis.asyncio
-import redis.exceptions
 import structlog
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
+from . import topology
 from .bus import RedisBus
 from .calls import RedisCallStore, call_table
 from .keys import KeySpace
@@ -29,6 +26,7 @@ from .nodes import RedisNodeRegistry
 from .ratelimits import RedisRateLimiter
 from .presence import RedisPresenceStore
 from .queue import RedisSendQueue
+from .revocations import RedisKeyRevocations
 from .routing import RedisRoutingStatsStore
 from .scripts import REDIS_DOWN, Scripts
 from .submissions import RedisSubmissionStore
@@ -38,14 +36,7 @@ log = structlog.get_logger(__name__)
 __all__ = ["RedisEngine"]
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+redact = topology.redact
 
 
 class RedisEngine:
@@ -67,8 +58,10 @@ class RedisEngine:
         # everything this engine keeps, so it needs no local files.
         self.data_dir = data_dir
         self.url = url
+        self.target = topology.parse(url)  # ValueError names what is wrong with the URL
+        self.cluster = self.target.cluster
         self.keys = KeySpace(key_prefix)
-        options = dict(
+        options: dict[str, Any] = dict(
             decode_responses=False,  # values are msgpack
             socket_timeout=socket_timeout,  # a hung Redis fails a call instead of stalling it
             socket_connect_timeout=connect_timeout,
@@ -77,20 +70,37 @@ class RedisEngine:
         )
         # Commands: one immediate retry on a connection error only (a pooled connection
         # that Redis closed when it restarted), never on a timeout, whose command may
-        # have run: a second upsert or sweep would report a different change.
-        self._redis: redis.asyncio.Redis = redis.asyncio.from_url(
-            url, retry=Retry(NoBackoff(), 1, supported_errors=(redis.exceptions.ConnectionError,)), **options
-        )
+        # have run: a second upsert or sweep would report a different change. A
+        # RedisCluster (same command API) also follows MOVED/ASK by itself.
+        self._redis: redis.asyncio.Redis = topology.client(self.target, retries=1, **options)
         # The bus's pub/sub connection: no retries at all (its reader task reconnects)
         # and no redis-py health check (the reader probes the connection itself).
-        subscriber: redis.asyncio.Redis = redis.asyncio.from_url(
-            url, retry=Retry(NoBackoff(), 0, supported_errors=()), **{**options, "health_check_interval": 0}
-        )
+        subscriber_options = {**options, "health_check_interval": 0}
+        if self.cluster:
+
+            async def subscriber() -> redis.asyncio.Redis:
+                # The master that owns the bus's slot now (asked again after a move).
+                cluster: Any = self._redis
+                await cluster.initialize()
+                node = cluster.get_node_from_key(self.keys.channel("any"))
+                return topology.node_client(self.target, node.host, node.port, **subscriber_options)
+
+        else:
+
+            async def subscriber() -> redis.asyncio.Redis:
+                client: redis.asyncio.Redis = topology.client(self.target, retries=0, **subscriber_options)
+                return client
+
         self._scripts = Scripts(self._redis)
         table_options = {} if scan_limit is None else {"scan_limit": scan_limit}
-        self.presence = RedisPresenceStore(self._redis, self.keys, self._scripts)
+        self.presence = RedisPresenceStore(self._redis, self.keys, self._scripts, cluster=self.cluster)
         self.bus = RedisBus(
-            self._redis, subscriber, self.keys, barrier_timeout=socket_timeout, liveness_interval=health_check_interval
+            self._redis,
+            subscriber,
+            self.keys,
+            sharded=self.cluster,
+            barrier_timeout=socket_timeout,
+            liveness_interval=health_check_interval,
         )
         self.calls = RedisCallStore(call_table(self._redis, self.keys, self._scripts, **table_options))
         self.messages = RedisMessageStore(self._redis, self.keys, self._scripts, clock=clock, **table_options)
@@ -101,6 +111,7 @@ class RedisEngine:
         self.routing_stats = RedisRoutingStatsStore(self._redis, self.keys, self._scripts)
         self.nodes = RedisNodeRegistry(self._redis, self.keys, self._scripts)
         self.rate_limits = RedisRateLimiter(self._redis, self.keys)
+        self.revocations = RedisKeyRevocations(self._redis, self.keys)
         self._closed = False
 
     async def start(self) -> None:

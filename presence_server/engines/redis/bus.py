@@ -15,6 +15,16 @@ message has been dispatched. The same barrier makes ``subscribe`` return
 only once Redis has the subscription. Other engines get the message as soon
 as Redis sends it; delivery is at most once (a message published while a
 subscriber is disconnected is lost to it).
+
+On a Redis Cluster the bus is sharded pub/sub (SPUBLISH/SSUBSCRIBE): every
+channel carries the ``{bus}`` hash tag, so all of them live on the one master
+that owns that slot. Every engine subscribes there and publishes there, which
+keeps what the single-server bus promises - one order per topic, a publish
+count that counts the engines listening, the PING barrier on the same
+connection - and, unlike classic PUBLISH, no message is copied to every node
+of the cluster. When the slot moves (failover, resharding) Redis drops the
+subscriptions with an ``sunsubscribe`` push, or the connection dies; the reader
+then asks the cluster for the new owner and subscribes there again.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import msgpack
 import redis.exceptions
@@ -39,6 +49,8 @@ log = structlog.get_logger(__name__)
 _BARRIER = b"ps-barrier:"
 _PROBE = b"ps-probe"
 _BARRIER_FAILED: tuple[type[BaseException], ...] = (asyncio.TimeoutError, *REDIS_DOWN)
+# What makes the reader reconnect: Redis gone, or (a cluster) MOVED to SSUBSCRIBE.
+_RECONNECT: tuple[type[BaseException], ...] = (*REDIS_DOWN, redis.exceptions.ResponseError)
 
 
 class RedisSubscription:
@@ -54,13 +66,19 @@ class RedisSubscription:
         await self._bus._unsubscribe(self)
 
 
+# Opens the client of the subscriber connection: the one server, or (cluster) the
+# master that owns the bus's slot now.
+SubscriberFactory = Callable[[], Awaitable[Redis]]
+
+
 class RedisBus:
     def __init__(
         self,
         publisher: Redis,
-        subscriber: Redis,
+        subscriber: SubscriberFactory,
         keys: KeySpace,
         *,
+        sharded: bool = False,
         barrier_timeout: float = 2.0,
         liveness_interval: float = 10.0,
         max_backoff: float = 0.5,
@@ -69,8 +87,11 @@ class RedisBus:
         # exists only for this bus's one pub/sub connection (it must not retry or
         # reconnect on its own: the reader task does that).
         self._publisher = publisher
-        self._subscriber = subscriber
-        self._pubsub: PubSub = subscriber.pubsub()
+        self._open_subscriber = subscriber
+        self._subscriber: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._sharded = sharded
+        self._message_type = "smessage" if sharded else "message"
         self._keys = keys
         self._control = keys.control_channel(uuid.uuid4().hex).encode()
         self._handlers: dict[bytes, list[RedisSubscription]] = {}
@@ -97,7 +118,7 @@ class RedisBus:
         return self._connected and self._is_connected()
 
     def _is_connected(self) -> bool:
-        conn = self._pubsub.connection
+        conn = None if self._pubsub is None else self._pubsub.connection
         return conn is not None and conn.is_connected
 
     # -- lifetime -----------------------------------------------------------------------
@@ -122,20 +143,35 @@ class RedisBus:
             self._reader = None
         self._release_barriers()
         self._handlers.clear()
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-        await self._subscriber.aclose()
+        await self._drop_connection()
+
+    async def _drop_connection(self) -> None:
+        pubsub, subscriber = self._pubsub, self._subscriber
+        self._pubsub = self._subscriber = None
+        if pubsub is not None:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+        if subscriber is not None:
+            await subscriber.aclose()
+
+    async def _subscribe(self, pubsub: PubSub, *channels: bytes) -> None:
+        if self._sharded:
+            await pubsub.ssubscribe(*channels)
+        else:
+            await pubsub.subscribe(*channels)
 
     async def _connect(self) -> None:
+        """A fresh pub/sub connection subscribed to the control channel and every
+        channel that has handlers. (Always a new one, not redis-py's reconnect: on a
+        cluster the bus's slot may have moved to another node meanwhile.)"""
         async with self._lock:
-            conn = self._pubsub.connection
-            if conn is not None and not conn.is_connected:
-                await conn.connect()  # redis-py subscribes again to every channel it knows
-            if self._control not in self._pubsub.channels:
-                # The first SUBSCRIBE also takes the connection and registers redis-py's
-                # resubscribe-on-connect callback. The control channel keeps the
-                # connection in subscribed mode for good, where PING answers with a
-                # message the reader sees (our barrier), never with a plain reply.
-                await self._pubsub.subscribe(self._control)
+            await self._drop_connection()
+            self._subscriber = await self._open_subscriber()
+            self._pubsub = self._subscriber.pubsub()
+            # The control channel keeps the connection in subscribed mode for good,
+            # where PING answers with a message the reader sees (our barrier), never
+            # with a plain reply. On a cluster, SSUBSCRIBE here answers MOVED if this
+            # node no longer owns the slot (the factory then asks again next time).
+            await self._subscribe(self._pubsub, self._control, *self._handlers)
             self._connected = True
             self._last_heard = asyncio.get_running_loop().time()
             self._probe_sent = None
@@ -149,6 +185,7 @@ class RedisBus:
                     log.info("bus connected to redis")
                     backoff = 0.05
                 await self._check_liveness()
+                assert self._pubsub is not None  # connected
                 message = await self._pubsub.get_message(timeout=self._poll_interval)
                 if message is not None:
                     self._last_heard = asyncio.get_running_loop().time()
@@ -156,12 +193,13 @@ class RedisBus:
                     self._dispatch(message)
             except asyncio.CancelledError:
                 raise
-            except REDIS_DOWN as exc:
+            except _RECONNECT as exc:
+                # ResponseError: a cluster answered MOVED to SSUBSCRIBE (the slot moved).
                 if self._connected:
                     log.warning("bus lost its redis connection; reconnecting", error=type(exc).__name__)
                 self._connected = False
                 self._release_barriers()
-                conn = self._pubsub.connection
+                conn = None if self._pubsub is None else self._pubsub.connection
                 if conn is not None:
                     await conn.disconnect(nowait=True)
                 await asyncio.sleep(backoff)
@@ -176,13 +214,13 @@ class RedisBus:
         if self._probe_sent is not None:
             if now - self._probe_sent > self._barrier_timeout:
                 raise redis.exceptions.TimeoutError("redis did not answer the bus's liveness probe")
-        elif now - self._last_heard > self._liveness_interval:
+        elif now - self._last_heard > self._liveness_interval and self._pubsub is not None:
             await self._pubsub.ping(_PROBE)
             self._probe_sent = now
 
     def _dispatch(self, message: dict[str, Any]) -> None:
         kind = message["type"]
-        if kind == "message":
+        if kind == self._message_type:
             channel: bytes = message["channel"]
             subs = self._handlers.get(channel)
             if not subs:
@@ -198,6 +236,10 @@ class RedisBus:
             barrier = self._barriers.pop(message["data"], None)
             if barrier is not None and not barrier.done():
                 barrier.set_result(True)
+        elif kind == "sunsubscribe" and (message["channel"] in self._handlers or message["channel"] == self._control):
+            # Not ours: the cluster moved the bus's slot to another node and dropped
+            # our subscriptions. Reconnect to the new owner (the reader does it).
+            raise redis.exceptions.ConnectionError("the bus's slot moved to another node")
 
     def _release_barriers(self) -> None:
         for barrier in self._barriers.values():
@@ -208,13 +250,14 @@ class RedisBus:
     async def _barrier(self) -> bool:
         """Wait until the reader has dispatched everything Redis sent this
         connection so far. False if the connection dropped or it took too long."""
-        if not self._is_connected():
+        pubsub = self._pubsub
+        if pubsub is None or not self._is_connected():
             return False
         token = _BARRIER + str(next(self._counter)).encode()
         barrier: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._barriers[token] = barrier
         try:
-            await self._pubsub.ping(token)
+            await pubsub.ping(token)
             return await asyncio.wait_for(barrier, self._barrier_timeout)
         except _BARRIER_FAILED:
             return False
@@ -239,7 +282,16 @@ class RedisBus:
 
     @unavailable_on_redis_errors
     async def _publish(self, channel: bytes, packed: bytes) -> int:
+        if self._sharded:
+            # SPUBLISH goes to the slot's owner (the cluster client follows MOVED),
+            # where every engine's subscriber connection is.
+            return int(await self._publisher.spublish(channel, packed))
         return int(await self._publisher.publish(channel, packed))
+
+    def may_have_listeners(self, topic: str) -> bool:
+        # Other processes subscribe through their own connections: only a
+        # PUBLISH (or a round trip to ask) would tell.
+        return True
 
     async def subscribe(self, topic: str, handler: MessageHandler) -> RedisSubscription:
         channel = self._keys.channel(topic).encode()
@@ -253,9 +305,10 @@ class RedisBus:
                 return sub
             self._handlers[channel] = [sub]
             try:
-                await self._pubsub.subscribe(channel)
+                assert self._pubsub is not None  # connected, checked above
+                await self._subscribe(self._pubsub, channel)
                 confirmed = await self._barrier()
-            except REDIS_DOWN as exc:
+            except _RECONNECT as exc:
                 self._forget(channel)
                 raise EngineUnavailable(f"redis unavailable: {type(exc).__name__}") from exc
             if not confirmed:
@@ -265,8 +318,10 @@ class RedisBus:
 
     def _forget(self, channel: bytes) -> None:
         self._handlers.pop(channel, None)
-        # Otherwise redis-py would subscribe to it again on its next reconnect.
-        self._pubsub.channels.pop(channel, None)
+        if self._pubsub is not None:
+            # Otherwise redis-py would subscribe to it again if it reconnected by itself.
+            self._pubsub.channels.pop(channel, None)
+            self._pubsub.shard_channels.pop(channel, None)
 
     async def _unsubscribe(self, sub: RedisSubscription) -> None:
         async with self._lock:
@@ -277,8 +332,12 @@ class RedisBus:
             if subs:
                 return
             self._forget(sub.channel)
-            if self._is_connected():
+            pubsub = self._pubsub
+            if pubsub is not None and self._is_connected():
                 try:
-                    await self._pubsub.unsubscribe(sub.channel)
+                    if self._sharded:
+                        await pubsub.sunsubscribe(sub.channel)
+                    else:
+                        await pubsub.unsubscribe(sub.channel)
                 except REDIS_DOWN:
                     pass  # the connection is gone, and with it the subscription

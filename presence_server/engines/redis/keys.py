@@ -2,8 +2,10 @@
 
 Every key that belongs to one account carries the account sid as a hash tag,
 ``<prefix>:{AC...}:...``, so a Redis Cluster keeps all of an account's keys in
-one slot and a Lua script over them stays legal there. The few global keys
-(the due-accounts index, sid claims, provider ids, bus channels) have no tag.
+one slot and a Lua script over them stays legal there. Global keys are each
+used alone or, when two must change together, share a tag of their own
+(``ps:{i}:...`` the due-accounts index, ``ps:{q}:...`` the queue's indexes,
+``ps:{bus}:...`` the bus channels). No script or MULTI touches two slots.
 """
 
 from __future__ import annotations
@@ -84,20 +86,31 @@ class KeySpace:
         return f"{self.account(account_sid)}:bclinks:{broadcast_sid}:clicked"
 
     def route_totals(self, account_sid: str | None, route_id: str) -> str:
-        """Hash: the outcome counters of one (provider, route), one account's or (None) everyone's."""
-        stem = self.prefix if account_sid is None else self.account(account_sid)
-        return f"{stem}:routes:{route_id}"
+        """Hash: the outcome counters of one (provider, route), one account's or (None)
+        everyone's (``ps:{routes}:...``: everyone's statistics share one slot, so one
+        script counts an outcome in the totals and the minute bucket)."""
+        stem = f"{self.prefix}:{{routes}}" if account_sid is None else f"{self.account(account_sid)}:routes"
+        return f"{stem}:{route_id}"
 
     def route_index(self, account_sid: str | None) -> str:
         """Set: the (provider, route) ids with totals, one account's or (None) everyone's."""
-        stem = self.prefix if account_sid is None else self.account(account_sid)
-        return f"{stem}:routes"
+        return f"{self.prefix}:{{routes}}" if account_sid is None else f"{self.account(account_sid)}:routes"
+
+    def revoked_keys(self, account_sid: str) -> str:
+        """Hash: API key sid -> when it was revoked (epoch seconds, as text)."""
+        return f"{self.account(account_sid)}:revoked"
 
     # -- global (no hash tag) ----------------------------------------------------------
 
     def accounts(self) -> str:
-        """Sorted set: account sid -> the earliest lease end in its expiry index."""
-        return f"{self.prefix}:accounts"
+        """Sorted set: account sid -> a time at or before the earliest lease end in its
+        expiry index (a lower bound, see presence.py)."""
+        return f"{self.prefix}:{{i}}:accounts"
+
+    def accounts_pending(self) -> str:
+        """Sorted set (the accounts index's slot): ``<account>:<token>`` -> time, one per
+        presence write in flight on a cluster (crash recovery, see presence.py)."""
+        return f"{self.prefix}:{{i}}:accounts:pending"
 
     def sid_claim(self, sid: str) -> str:
         """String: the account that owns a call, message or broadcast sid (sids are global)."""
@@ -119,43 +132,54 @@ class KeySpace:
         it cannot make two (provider, id) pairs share a key."""
         return f"{self.prefix}:provider:{len(provider)}:{provider}:{provider_message_id}"
 
-    # The send queue (one for all accounts; see queue.py).
+    # The send queue: each account's jobs in its own slot (so create_batch stores a
+    # record and its job in one script), plus global indexes (see queue.py).
 
-    def queue_due(self, priority: int) -> str:
-        """Sorted set: ``<seq, 20 digits>:<job id>`` -> due_at, the jobs of one priority not leased."""
-        return f"{self.prefix}:q:due:{priority}"
+    def queue_due(self, account_sid: str, priority: int) -> str:
+        """Sorted set: ``<order, 20 digits>:<message sid>`` -> due_at, the account's
+        waiting jobs of one priority (scheduled, due, to be retried, released)."""
+        return f"{self.account(account_sid)}:q:due:{priority}"
 
-    def queue_due_prefix(self) -> str:
-        return f"{self.prefix}:q:due:"
+    def queue_leases(self, account_sid: str, priority: int) -> str:
+        """Sorted set: the same members -> lease_until, the account's leased jobs of one
+        priority (the lease ends of the entries pending in its stream)."""
+        return f"{self.account(account_sid)}:q:leases:{priority}"
 
-    def queue_leases(self, priority: int) -> str:
-        """Sorted set: the same members -> lease_until, the leased jobs of one priority."""
-        return f"{self.prefix}:q:leases:{priority}"
+    def queue_stream(self, account_sid: str, priority: int) -> str:
+        """Stream with the consumer group ``send``: one entry (``sid``) per leased job of
+        the account of one priority, pending in the group under the worker that holds it."""
+        return f"{self.account(account_sid)}:q:stream:{priority}"
 
-    def queue_leases_prefix(self) -> str:
-        return f"{self.prefix}:q:leases:"
-
-    def queue_job_prefix(self) -> str:
-        return f"{self.prefix}:q:job:"
+    def queue_job_prefix(self, account_sid: str) -> str:
+        return f"{self.account(account_sid)}:q:job:"
 
     def queue_job(self, account_sid: str, message_sid: str) -> str:
-        """Hash: one job (account, sid, priority, due, sender, attempt, member, worker, lease)."""
-        return self.queue_job_prefix() + job_id(account_sid, message_sid)
+        """Hash: one job (sid, priority, due, sender, attempt, member, and while leased
+        worker, lease, entry: its stream entry id)."""
+        return self.queue_job_prefix(account_sid) + message_sid
 
-    def queue_worker_prefix(self) -> str:
-        return f"{self.prefix}:q:worker:"
+    def queue_order(self, account_sid: str) -> str:
+        """String: the last order number given to one of the account's jobs."""
+        return f"{self.account(account_sid)}:q:order"
 
-    def queue_worker(self, worker: str) -> str:
-        """Set: the members of the jobs leased to one worker."""
-        return self.queue_worker_prefix() + worker
+    def queue_depth(self, account_sid: str) -> str:
+        """Hash: ``*`` and ``s:<sender>`` -> the account's jobs held."""
+        return f"{self.account(account_sid)}:q:depth"
 
-    def queue_seq(self) -> str:
-        """Counter: enqueue order (the tie-break between jobs due at the same time)."""
-        return f"{self.prefix}:q:seq"
+    def queue_ready(self, priority: int) -> str:
+        """Sorted set (global): account -> a time at or before the earliest moment one
+        of its jobs of this priority is claimable (a lower bound, see queue.py)."""
+        return f"{self.prefix}:{{q}}:ready:{priority}"
 
-    def queue_depth(self) -> str:
-        """Hash: ``*``, ``a:<account>``, ``s:<n>:<account>:<sender>`` -> jobs held."""
-        return f"{self.prefix}:q:depth"
+    def queue_pending(self) -> str:
+        """Sorted set (global, the ready indexes' slot): ``<account>:<token>`` -> time,
+        one per create_batch between its first and last step (crash recovery)."""
+        return f"{self.prefix}:{{q}}:pending"
+
+    def queue_consumer(self, worker: str) -> str:
+        """Set (global): the accounts in whose streams one worker (a consumer) has held
+        jobs since it started: where ``release`` looks for its pending entries."""
+        return f"{self.prefix}:q:consumer:{worker}"
 
     def submission(self, provider: str, provider_message_id: str) -> str:
         """String: one carrier submission, msgpack."""
@@ -165,29 +189,33 @@ class KeySpace:
         return f"{self.prefix}:sub:"
 
     def link(self, code: str) -> str:
-        """Hash: ``data`` (the link, msgpack), ``clicks`` (count) and where its clicks are counted."""
-        return f"{self.prefix}:link:{code}"
+        """Hash: ``data`` (the link, msgpack), ``clicks`` (count) and where its clicks
+        are counted. The code is the hash tag: the link and its click log share a slot."""
+        if "{" in code or "}" in code:
+            raise ValueError(f"bad link code {code!r}: it must have no braces")
+        return f"{self.prefix}:link:{{{code}}}"
 
     def link_clicks(self, code: str) -> str:
         """Sorted set: ``<n, 20 digits>:<user agent>`` -> time of the latest clicks (capped)."""
-        return f"{self.prefix}:link:{code}:clicks"
+        return f"{self.link(code)}:clicks"
 
     def route_minute(self, minute_id: str) -> str:
         """Hash: one (provider, route) minute bucket's counters; expires after a day."""
-        return f"{self.prefix}:rmin:{minute_id}"
+        return f"{self.prefix}:{{routes}}:min:{minute_id}"
 
     def route_minutes(self) -> str:
         """Sorted set: minute bucket ids -> the minute (epoch seconds of its start)."""
-        return f"{self.prefix}:rmins"
+        return f"{self.prefix}:{{routes}}:mins"
 
     def channel(self, topic: str) -> str:
-        """The pub/sub channel of a bus topic."""
-        return f"{self.prefix}:bus:{topic}"
+        """The pub/sub channel of a bus topic. One hash tag for every channel: on a
+        cluster the bus is sharded pub/sub on the node that owns that slot (bus.py)."""
+        return f"{self.prefix}:{{bus}}:{topic}"
 
     def control_channel(self, engine_id: str) -> str:
         """A channel only this engine listens on: it keeps the pub/sub connection in
         subscribed mode, so PING always answers there (see bus.py)."""
-        return f"{self.prefix}:bus-control:{engine_id}"
+        return f"{self.prefix}:{{bus}}-control:{engine_id}"
 
 
 def as_text(value: object) -> str:
@@ -209,12 +237,6 @@ def lease_member(identity: str, session_id: str, lingering: bool) -> str:
     """
     flag = "L" if lingering else "A"
     return f"{flag}:{len(identity.encode())}:{identity}:{session_id}"
-
-
-def job_id(account_sid: str, message_sid: str) -> str:
-    """A send job's id: ``<n>:<account>:<message sid>`` (``n``: the account's length in
-    bytes, so that a ':' in either part cannot make two jobs share an id)."""
-    return f"{len(account_sid.encode())}:{account_sid}:{message_sid}"
 
 
 def submission_id(provider: str, provider_message_id: str) -> str:

@@ -7,6 +7,14 @@ keeps the latest clicks: a sorted set of ``<n>:<user agent>`` scored by the
 click's time, trimmed to the newest CLICK_LOG. Per broadcast, ``ps:{AC}:bclinks:<BC>`` counts links, clicks and
 unique clicks per content version, and ``...:clicked`` holds the
 (version, message) pairs with a click, which make a click unique or not.
+
+A link (the code is its hash tag, shared with its click log) and its
+broadcast's counters (the account's slot) are in different hash slots, so each
+operation is two steps: ``add`` stores every link (``add_link``, one script
+per code; a code already stored makes it take back the links it stored) and
+then counts them; ``click`` logs the click, then counts it for the broadcast.
+A process that dies between the two steps leaves a broadcast's counters one
+short (the links and clicks themselves are stored).
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from redis.asyncio import Redis
 from ..outbound import LinkStats, TrackedLink
 from .batch import number
 from .keys import KeySpace, as_text
-from .outbound_scripts import ADD_LINKS, CLICK
+from .outbound_scripts import ADD_LINK, CLICK, COUNT, COUNT_CLICK
 from .scripts import Scripts, unavailable_on_redis_errors
 
 CLICK_LOG = 1000  # clicks kept per code (the counters count them all)
@@ -46,19 +54,40 @@ class RedisLinkStore:
     async def add(self, links: Sequence[TrackedLink]) -> None:
         if not links:
             return
-        names: list[str] = []
-        args: list[Any] = []
+        codes = [link.code for link in links]
+        if len(set(codes)) != len(codes):
+            twice = next(code for code in codes if codes.count(code) > 1)
+            raise ValueError(f"link code {twice!r} is given twice: no link was stored")
+        calls: list[tuple[str, list[Any]]] = []
+        counts: dict[str, dict[str, int]] = {}
         for link in links:
-            names.append(self._keys.link(link.code))
             stats = clicked = ""
+            tag = version_tag(link.content_version)
             if link.broadcast_sid is not None:
                 stats = self._keys.link_stats(link.account_sid, link.broadcast_sid)
                 clicked = self._keys.link_clicked(link.account_sid, link.broadcast_sid)
-            tag = version_tag(link.content_version)
-            args += [msgpack.packb(dataclasses.asdict(link), use_bin_type=True), stats, clicked, tag, f"{tag}|{link.message_sid}"]
-        taken = await self._scripts.call(ADD_LINKS, names, args)
-        if taken:
-            raise ValueError(f"link code {links[int(taken) - 1].code!r} already exists: no link was stored")
+                field = f"links:{tag}"
+                counts.setdefault(stats, {})[field] = counts.get(stats, {}).get(field, 0) + 1
+            data = msgpack.packb(dataclasses.asdict(link), use_bin_type=True)
+            calls.append((self._keys.link(link.code), [data, stats, clicked, tag, f"{tag}|{link.message_sid}"]))
+
+        def store(pipe: Any) -> None:
+            for key, args in calls:
+                self._scripts.queue(pipe, ADD_LINK, [key], args)
+
+        stored = await self._scripts.pipeline(store)
+        if not all(stored):
+            # Take back the links this call stored (ADD_LINK refused the rest).
+            await self._redis.delete(*[key for (key, _), made in zip(calls, stored) if made]) if any(stored) else None
+            taken = next(code for code, made in zip(codes, stored) if not made)
+            raise ValueError(f"link code {taken!r} already exists: no link was stored")
+        if counts:
+
+            def count(pipe: Any) -> None:
+                for stats, fields in counts.items():
+                    self._scripts.queue(pipe, COUNT, [stats], [x for name, by in fields.items() for x in (name, by)])
+
+            await self._scripts.pipeline(count)
 
     @unavailable_on_redis_errors
     async def get(self, code: str) -> TrackedLink | None:
@@ -67,10 +96,15 @@ class RedisLinkStore:
 
     @unavailable_on_redis_errors
     async def click(self, code: str, at: float, user_agent: str) -> TrackedLink | None:
-        raw = await self._scripts.call(
+        reply = await self._scripts.call(
             CLICK, [self._keys.link(code), self._keys.link_clicks(code)], [number(at), user_agent[:USER_AGENT_MAX], CLICK_LOG]
         )
-        return None if raw is None else _decode(raw)
+        if reply is None:
+            return None
+        data, stats, clicked, tag, unique = reply
+        if stats:  # a broadcast's link: count the click in the account's counters
+            await self._scripts.call(COUNT_CLICK, [as_text(stats), as_text(clicked)], [tag, unique])
+        return _decode(data)
 
     @unavailable_on_redis_errors
     async def clicks(self, account_sid: str, code: str, limit: int = 100) -> list[tuple[float, str]]:

@@ -9,9 +9,22 @@ the record (after it, when an update sets the carrier id) and checked against
 it when read, so an entry left behind by a
 record whose carrier id changed since is skipped, never returned.
 
-``create`` and ``create_batch`` are one script (``create_batch``, batch.py):
-records, sid claims, indexes, the sticky sender, send jobs and the broadcast
-are stored together or not at all.
+``create`` and ``create_batch`` store one account's records, their indexes,
+the sticky sender, their send jobs and the broadcast in one script
+(``create_batch``, batch.py): together or not at all. The global keys around it
+go in this order, so that a crash between two steps loses nothing accepted:
+
+1. the sid claims (``SET NX``; a sid another account holds refuses the batch)
+   and, with jobs, a pending token in the queue's index slot;
+2. the script (records and jobs, atomically, in the account's slot);
+3. the queue's ready index lowered to the new jobs' due times, the token
+   dropped, the carrier-id index written.
+
+A refused batch (a sid taken) removes the claims and token it wrote, so it
+leaves nothing behind. A process that dies after step 2 leaves its token, and
+the next claim (queue.py) indexes the account's jobs from it: the jobs are
+never orphaned. Claims left by a create that failed half-way are this
+account's, so retrying the create works.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import time
+import uuid
 from typing import Any, Callable, Sequence
 
 from redis.asyncio import Redis
@@ -81,10 +95,64 @@ class RedisMessageStore:
     ) -> None:
         if not records and not jobs and broadcast is None:
             return
-        names, args = batch_arguments(self._keys, records, jobs, broadcast)
-        reply = await self._scripts.call(CREATE_BATCH, names, args)
-        if reply != 1:
-            raise ValueError(f"{as_text(reply)} already exists: nothing was stored")
+        owners = {r.account_sid for r in records} | {j.account_sid for j in jobs}
+        if broadcast is not None:
+            owners.add(broadcast.account_sid)
+        if len(owners) != 1:
+            # One account's keys are one hash slot: that is what lets one script store it all.
+            raise ValueError(f"a batch belongs to one account; this one names {len(owners)}: nothing was stored")
+        (account,) = owners
+        sids = [r.sid for r in records] + ([broadcast.sid] if broadcast is not None else [])
+        for group in (sids, [j.message_sid for j in jobs]):
+            if len(set(group)) != len(group):
+                twice = next(sid for sid in group if group.count(sid) > 1)
+                raise ValueError(f"{twice} is given twice in the batch: nothing was stored")
+        names, args = batch_arguments(self._keys, account, records, jobs, broadcast)  # encodes: may raise first
+        k = self._keys
+        token = f"{account}:{uuid.uuid4().hex}" if jobs else None
+        claims = [k.sid_claim(sid) for sid in sids]
+
+        # 1. Claims and the pending token.
+        pipe = self._redis.pipeline(transaction=False)
+        if token is not None:
+            pipe.zadd(k.queue_pending(), {token: time.time()})
+        for claim in claims:
+            pipe.set(claim, account, nx=True)
+            pipe.get(claim)
+        replies = (await pipe.execute())[1 if token is not None else 0 :]
+        created = [claim for claim, made in zip(claims, replies[0::2]) if made]
+        taken = next((sid for sid, owner in zip(sids, replies[1::2]) if owner is not None and as_text(owner) != account), None)
+        # 2. The records and jobs, in one script.
+        if taken is None:
+            reply = await self._scripts.call(CREATE_BATCH, names, args)
+            taken = None if reply == 1 else as_text(reply)
+        if taken is not None:
+            await self._undo(created, token)
+            raise ValueError(f"{taken} already exists: nothing was stored")
+        # 3. The global indexes.
+        pipe = self._redis.pipeline(transaction=False)
+        first_due: dict[int, float] = {}
+        for job in jobs:
+            first_due[job.priority] = min(job.due_at, first_due.get(job.priority, job.due_at))
+        for priority, due in first_due.items():
+            pipe.zadd(k.queue_ready(priority), {account: due}, lt=True)
+        if token is not None:
+            pipe.zrem(k.queue_pending(), token)
+        for record in records:
+            if record.provider is not None and record.provider_message_id is not None:
+                key = k.provider_index(record.provider, record.provider_message_id)
+                pipe.zadd(key, {f"{account}:{record.sid}": record.date_created})
+        await pipe.execute()
+
+    async def _undo(self, claims: list[str], token: str | None) -> None:
+        """A refused batch takes back what step 1 wrote: the claims it made (no
+        other create can hold them: SET NX made them) and its pending token."""
+        pipe = self._redis.pipeline(transaction=False)
+        for claim in claims:
+            pipe.delete(claim)
+        if token is not None:
+            pipe.zrem(self._keys.queue_pending(), token)
+        await pipe.execute()
 
     @unavailable_on_redis_errors
     async def update(self, account_sid: str, sid: str, **changes: Any) -> MessageRecord | None:

@@ -1,26 +1,27 @@
 """Lua scripts of carrier submissions, tracked links and routing statistics
 (submissions.py, links.py, routing.py). docs/redis.md lists their keys.
 
-The link scripts reach a broadcast's click counters through key names stored
-in the link's hash at ``add`` (keys outside the declared ones), and the
-submission and routing scripts write global keys and per-account keys in one
-step: like the queue's, these scripts need a single Redis (docs/redis.md).
+Every script touches one hash slot: a submission, one message's submission
+list, one link with its click log (the code is their hash tag), one account's
+broadcast counters, one account's routing totals, or everyone's routing
+statistics (``ps:{routes}:...``). Where one operation spans two slots, the
+store runs two scripts in the order docs/redis.md gives.
 """
 
 from __future__ import annotations
 
 from .scripts import LuaScript
 
-# KEYS: submission, the message's submission list
-# ARGV: submission (msgpack), submission id
-# Returns 1 when stored, 0 when (provider, id) was stored already (nothing changed).
-ADD_SUBMISSION = LuaScript(
-    "add_submission",
+# KEYS: the message's submission list
+# ARGV: submission id
+# Lists the id unless it is listed already (so retrying an add lists it once).
+LIST_ONCE = LuaScript(
+    "list_submission",
     """
-if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then
+if redis.call('LPOS', KEYS[1], ARGV[1]) then
   return 0
 end
-redis.call('RPUSH', KEYS[2], ARGV[2])
+redis.call('RPUSH', KEYS[1], ARGV[1])
 return 1
 """,
 )
@@ -39,31 +40,31 @@ return 1
 """,
 )
 
-# KEYS: one link hash per link
-# ARGV: per link: data (msgpack), stats hash ('' without a broadcast), clicked set,
-#       version tag, unique member
-# Returns 0 when stored, else the (1-based) position of a code already stored (or
-# given twice); then nothing was stored.
-ADD_LINKS = LuaScript(
-    "add_links",
+# KEYS: one link hash
+# ARGV: data (msgpack), stats hash ('' without a broadcast), clicked set, version tag,
+#       unique member
+# Stores the link unless its code is stored: 1, else 0 (nothing written).
+ADD_LINK = LuaScript(
+    "add_link",
     """
-local seen = {}
-for i, key in ipairs(KEYS) do
-  if seen[key] or redis.call('EXISTS', key) == 1 then
-    return i
-  end
-  seen[key] = true
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
 end
-for i, key in ipairs(KEYS) do
-  local a = (i - 1) * 5
-  local stats, tag = ARGV[a + 2], ARGV[a + 4]
-  redis.call('HSET', key, 'data', ARGV[a + 1], 'clicks', 0, 'stats', stats, 'clicked', ARGV[a + 3],
-             'tag', tag, 'unique', ARGV[a + 5])
-  if stats ~= '' then
-    redis.call('HINCRBY', stats, 'links:' .. tag, 1)
-  end
+redis.call('HSET', KEYS[1], 'data', ARGV[1], 'clicks', 0, 'stats', ARGV[2], 'clicked', ARGV[3],
+           'tag', ARGV[4], 'unique', ARGV[5])
+return 1
+""",
+)
+
+# KEYS: one broadcast's link counters (one account's)
+# ARGV: field, by, field, by...
+COUNT = LuaScript(
+    "count_links",
+    """
+for i = 1, #ARGV, 2 do
+  redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
 end
-return 0
+return 1
 """,
 )
 
@@ -71,29 +72,41 @@ return 0
 # ARGV: at, user agent, click log cap
 # The log is a sorted set scored by the click's time, members '<n, 20 digits>:<agent>'
 # (n counts the link's clicks, so equal times list the later click first); only the
-# newest `cap` clicks by time stay. Returns the link (msgpack), or nil for an unknown
-# code (nothing recorded).
+# newest `cap` clicks by time stay.
+# Returns {link (msgpack), stats hash, clicked set, version tag, unique member} (the
+# last four say where links.py counts the click for a broadcast), or nil for an
+# unknown code (nothing recorded).
 CLICK = LuaScript(
     "click",
     """
-local data, stats, clicked, tag, unique = unpack(redis.call('HMGET', KEYS[1], 'data', 'stats', 'clicked', 'tag', 'unique'))
-if not data then
+local fields = redis.call('HMGET', KEYS[1], 'data', 'stats', 'clicked', 'tag', 'unique')
+if not fields[1] then
   return false
 end
 local n = redis.call('HINCRBY', KEYS[1], 'clicks', 1)
 redis.call('ZADD', KEYS[2], ARGV[1], string.format('%020d', n) .. ':' .. ARGV[2])
 redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[3]) - 1)
-if stats and stats ~= '' then
-  redis.call('HINCRBY', stats, 'clicks:' .. tag, 1)
-  if redis.call('SADD', clicked, unique) == 1 then
-    redis.call('HINCRBY', stats, 'unique:' .. tag, 1)
-  end
-end
-return data
+return fields
 """,
 )
 
-# KEYS: account totals, account index, global totals, global index, minute bucket, minute index
+# KEYS: a broadcast's link counters, its clicked set (one account's)
+# ARGV: version tag, unique member
+# Counts one click of the broadcast's version, and a unique one the first time
+# this message (in this version) is clicked.
+COUNT_CLICK = LuaScript(
+    "count_click",
+    """
+redis.call('HINCRBY', KEYS[1], 'clicks:' .. ARGV[1], 1)
+if redis.call('SADD', KEYS[2], ARGV[2]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'unique:' .. ARGV[1], 1)
+end
+return 1
+""",
+)
+
+# KEYS: totals, index, and for everyone's statistics also: minute bucket, minute index
+#       (one account's totals, or everyone's - one slot either way)
 # ARGV: route id, provider, route, outcome, latency ('' for none), error code ('' for none),
 #       minute, bucket id, bucket ttl (seconds), drop index entries older than this
 # The latency sum is added in Lua (doubles, as Python and SQLite add) and stored
@@ -115,13 +128,13 @@ local function add(key)
 end
 add(KEYS[1])
 redis.call('SADD', KEYS[2], ARGV[1])
-add(KEYS[3])
-redis.call('SADD', KEYS[4], ARGV[1])
-add(KEYS[5])
-redis.call('HSET', KEYS[5], 'minute', ARGV[7])
-redis.call('EXPIRE', KEYS[5], ARGV[9])
-redis.call('ZADD', KEYS[6], ARGV[7], ARGV[8])
-redis.call('ZREMRANGEBYSCORE', KEYS[6], '-inf', '(' .. ARGV[10])
+if KEYS[3] then
+  add(KEYS[3])
+  redis.call('HSET', KEYS[3], 'minute', ARGV[7])
+  redis.call('EXPIRE', KEYS[3], ARGV[9])
+  redis.call('ZADD', KEYS[4], ARGV[7], ARGV[8])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. ARGV[10])
+end
 return 1
 """,
 )

@@ -2,15 +2,28 @@
 
 Per identity, a hash of its sessions and a hash with its version and
 last_seen; per account, an expiry index (a sorted set scored by lease end);
-globally, ``ps:accounts``, the accounts that have sessions, scored by their
-earliest lease end, so a sweeper visits only accounts with something due.
-Every change (upsert, remove, linger, sweep) is one Lua script that returns
-the sessions before and after it, so its IdentityChange is atomic across all
-nodes. See docs/redis.md.
+globally, ``ps:{i}:accounts``, the accounts that have sessions, so a sweeper
+visits only accounts with something due. Every change (upsert, remove,
+linger, sweep) is one Lua script over the account's keys that returns the
+sessions before and after it, so its IdentityChange is atomic across all nodes.
+
+The global index is in another hash slot than the account's keys, so on a
+Redis Cluster no script can keep it in the same step. It is kept from outside
+the scripts as a *lower bound*: an account's entry is at or before the earliest
+lease end in its expiry index (an entry too early only costs a sweeper a visit
+that finds nothing due). A writer lowers the entry (``ZADD LT``) to the lease it
+wrote, after its script; a sweeper sets the entry to what its script left, then
+reads the account's earliest lease again and lowers the entry if a writer got
+in between. On a cluster a writer also records a pending token (same slot as
+the index) before its script and drops it after lowering, so a writer that
+dies between the two leaves a token that a sweeper finds and repairs.
+See docs/redis.md.
 """
 
 from __future__ import annotations
 
+import time
+import uuid
 from typing import Any, Iterable, Sequence
 
 import msgpack
@@ -21,11 +34,16 @@ from protocol.presence import SessionPresence, Status
 
 from ..ports import IdentityChange, IdentitySnapshot, SessionKey
 from .keys import KeySpace, as_text, lease_member
-from .scripts import LINGER, REMOVE, RENEW, SWEEP, UPSERT, Scripts, unavailable_on_redis_errors
+from .scripts import LINGER, REMOVE, RENEW, SWEEP, UPSERT, LuaScript, Scripts, unavailable_on_redis_errors
 
 # Members per RENEW call: one account's renewals are split into calls this big
 # (all in the same pipeline) so no single script runs long enough to stall Redis.
 RENEW_CHUNK = 5000
+# A pending token this old (wall-clock seconds) belongs to a writer that died
+# between its script and its index update: a sweeper repairs the account's entry.
+PENDING_STALE = 60.0
+# Stale tokens one sweep repairs (the rest wait for the next sweep).
+PENDING_REPAIRS = 100
 
 
 def encode_session(session: SessionPresence) -> bytes:
@@ -77,10 +95,65 @@ def _last_seen(value: bytes | None) -> float | None:
 
 
 class RedisPresenceStore:
-    def __init__(self, client: Redis, keys: KeySpace, scripts: Scripts) -> None:
+    def __init__(self, client: Redis, keys: KeySpace, scripts: Scripts, *, cluster: bool = False) -> None:
         self._redis = client
         self._keys = keys
         self._scripts = scripts
+        self._cluster = cluster
+
+    async def _write(self, script: LuaScript, keys: list[str], args: list[Any], account: str, lease: float) -> Any:
+        """Run a presence script that indexes a lease ending at ``lease``, and lower the
+        account's entry in the due-accounts index to it (after the script: see above)."""
+        accounts = self._keys.accounts()
+        if not self._cluster:
+            # One connection runs a pipeline in order: the script, then the index,
+            # in one round trip; a writer that dies after sending it loses neither.
+            def build(pipe: Pipeline) -> None:
+                self._scripts.queue(pipe, script, keys, args)
+                pipe.zadd(accounts, {account: lease}, lt=True)
+
+            return (await self._scripts.pipeline(build))[0]
+        pending = self._keys.accounts_pending()
+        token = f"{account}:{uuid.uuid4().hex}"
+
+        def first(pipe: Pipeline) -> None:
+            pipe.zadd(pending, {token: time.time()})
+            pipe.zadd(accounts, {account: lease}, lt=True)
+            self._scripts.queue(pipe, script, keys, args)
+
+        reply = (await self._scripts.pipeline(first))[2]
+        # Sequential, not in the first pipeline: a cluster runs a pipeline's commands
+        # for different nodes in any order, and this lowering must follow the script.
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(accounts, {account: lease}, lt=True)
+            pipe.zrem(pending, token)
+            await pipe.execute()
+        return reply
+
+    async def _settle(self, account: str, earliest: Any) -> None:
+        """After a sweep of ``account``: set its index entry to the earliest lease its
+        script left (raising it, or removing it), then read the account's earliest
+        lease again and lower the entry if a writer indexed a session in between."""
+        accounts = self._keys.accounts()
+        if earliest is None:
+            await self._redis.zrem(accounts, account)
+        else:
+            await self._redis.zadd(accounts, {account: float(earliest)})
+        first = await self._redis.zrange(self._keys.expiry(account), 0, 0, withscores=True)
+        if first and (earliest is None or float(first[0][1]) < float(earliest)):
+            await self._redis.zadd(accounts, {account: float(first[0][1])}, lt=True)
+
+    async def _repair_pending(self) -> None:
+        """Index again the accounts of writers that died between script and index."""
+        pending = self._keys.accounts_pending()
+        stale = await self._redis.zrangebyscore(pending, "-inf", time.time() - PENDING_STALE, start=0, num=PENDING_REPAIRS)
+        for raw in stale:
+            token = as_text(raw)
+            account = token.rsplit(":", 1)[0]
+            first = await self._redis.zrange(self._keys.expiry(account), 0, 0, withscores=True)
+            if first:
+                await self._redis.zadd(self._keys.accounts(), {account: float(first[0][1])}, lt=True)
+            await self._redis.zrem(pending, token)
 
     def _change(self, account_sid: str, identity: str, reply: list[Any]) -> IdentityChange:
         before, after, version, last_seen = reply
@@ -95,12 +168,12 @@ class RedisPresenceStore:
 
     def _identity_keys(self, account_sid: str, identity: str) -> list[str]:
         k = self._keys
-        return [k.sessions(account_sid, identity), k.presence(account_sid, identity), k.expiry(account_sid), k.accounts()]
+        return [k.sessions(account_sid, identity), k.presence(account_sid, identity), k.expiry(account_sid)]
 
     @unavailable_on_redis_errors
     async def upsert(self, session: SessionPresence, lease_expires: float) -> IdentityChange:
         account, identity, sid = session.account_sid, session.identity, session.session_id
-        reply = await self._scripts.call(
+        reply = await self._write(
             UPSERT,
             self._identity_keys(account, identity),
             [
@@ -109,13 +182,16 @@ class RedisPresenceStore:
                 lease_expires,
                 lease_member(identity, sid, session.lingering),
                 lease_member(identity, sid, not session.lingering),
-                account,
             ],
+            account,
+            lease_expires,
         )
         return self._change(account, identity, reply)
 
     @unavailable_on_redis_errors
     async def remove(self, key: SessionKey, now: float) -> IdentityChange | None:
+        # No index write: removing a lease only moves the account's earliest lease
+        # later, and an entry too early is allowed (a sweeper raises it).
         reply = await self._scripts.call(
             REMOVE,
             self._identity_keys(key.account_sid, key.identity),
@@ -124,14 +200,13 @@ class RedisPresenceStore:
                 now,
                 lease_member(key.identity, key.session_id, False),
                 lease_member(key.identity, key.session_id, True),
-                key.account_sid,
             ],
         )
         return None if reply is None else self._change(key.account_sid, key.identity, reply)
 
     @unavailable_on_redis_errors
     async def linger(self, key: SessionKey, until: float, now: float) -> IdentityChange | None:
-        reply = await self._scripts.call(
+        reply = await self._write(
             LINGER,
             self._identity_keys(key.account_sid, key.identity),
             [
@@ -140,8 +215,9 @@ class RedisPresenceStore:
                 now,
                 lease_member(key.identity, key.session_id, False),
                 lease_member(key.identity, key.session_id, True),
-                key.account_sid,
             ],
+            key.account_sid,
+            until,
         )
         return None if reply is None else self._change(key.account_sid, key.identity, reply)
 
@@ -155,15 +231,16 @@ class RedisPresenceStore:
             members.setdefault(key.account_sid, {})[lease_member(key.identity, key.session_id, False)] = key
         if not members:
             return []
-        accounts_key = self._keys.accounts()
 
+        # No index write: renewing only moves leases later, and an entry too early
+        # is allowed (a sweeper that finds nothing due raises it).
         def build(pipe: Pipeline) -> None:
             for account, by_member in members.items():
                 expiry = self._keys.expiry(account)
                 batch = list(by_member)
                 for start in range(0, len(batch), RENEW_CHUNK):
                     chunk = batch[start : start + RENEW_CHUNK]
-                    self._scripts.queue(pipe, RENEW, [expiry, accounts_key], [lease_expires, account, *chunk])
+                    self._scripts.queue(pipe, RENEW, [expiry], [lease_expires, *chunk])
 
         replies = await self._scripts.pipeline(build)
         # The replies come in the order the calls were queued: account by account.
@@ -175,8 +252,11 @@ class RedisPresenceStore:
         if limit <= 0:
             return []
         k = self._keys
-        # Only accounts whose earliest lease has ended; each is swept by its own
-        # atomic script, so sweepers on many nodes may race over the same accounts.
+        if self._cluster:
+            await self._repair_pending()
+        # Only accounts whose entry has come (their earliest lease may have ended);
+        # each is swept by its own atomic script, so sweepers on many nodes may race
+        # over the same accounts.
         due = await self._redis.zrangebyscore(k.accounts(), "-inf", now, start=0, num=limit)
         changes: list[IdentityChange] = []
         for raw_account in due:
@@ -184,13 +264,14 @@ class RedisPresenceStore:
             if remaining <= 0:
                 break
             account = as_text(raw_account)
-            reply = await self._scripts.call(
+            swept, earliest = await self._scripts.call(
                 SWEEP,
-                [k.expiry(account), k.accounts()],
-                [now, remaining, account, k.sessions_prefix(account), k.presence_prefix(account)],
+                [k.expiry(account)],
+                [now, remaining, k.sessions_prefix(account), k.presence_prefix(account)],
             )
-            for identity, change in reply:
+            for identity, change in swept:
                 changes.append(self._change(account, as_text(identity), change))
+            await self._settle(account, earliest)
         return changes
 
     @unavailable_on_redis_errors

@@ -1,11 +1,12 @@
 """The redis engine's routing statistics.
 
 Totals are a hash per (provider, route) per account (``ps:{AC}:routes:<id>``)
-and one for everyone (``ps:routes:<id>``), each listed in a set of ids
-(``ps:{AC}:routes``, ``ps:routes``). Minute buckets are a hash per (minute,
-provider, route) (``ps:rmin:<minute>:<id>``) that expires a day after its last
-write, indexed by minute in ``ps:rmins``. One script (``record_route``) counts
-an outcome in all three. Counter fields: the outcomes, ``latency_sum``,
+and one for everyone (``ps:{routes}:<id>``), each listed in a set of ids
+(``ps:{AC}:routes``, ``ps:{routes}``). Minute buckets are a hash per (minute,
+provider, route) (``ps:{routes}:min:<minute>:<id>``) that expires a day after
+its last write, indexed by minute in ``ps:{routes}:mins``. The account's keys
+and everyone's are two hash slots, so an outcome is counted by two calls of
+one script (``record_route``), sent together in one pipeline. Counter fields: the outcomes, ``latency_sum``,
 ``latency_count`` and ``e:<error code>``; plus ``provider`` and ``route``.
 """
 
@@ -57,17 +58,7 @@ class RedisRoutingStatsStore:
         rid = route_id(outcome.provider, outcome.route)
         minute = number(minute_of(outcome.at))
         bucket = f"{minute}:{rid}"
-        await self._scripts.call(
-            RECORD_ROUTE,
-            [
-                k.route_totals(outcome.account_sid, rid),
-                k.route_index(outcome.account_sid),
-                k.route_totals(None, rid),
-                k.route_index(None),
-                k.route_minute(bucket),
-                k.route_minutes(),
-            ],
-            [
+        args = [
                 rid,
                 outcome.provider,
                 outcome.route,
@@ -78,8 +69,14 @@ class RedisRoutingStatsStore:
                 bucket,
                 DAY,
                 number(minute_of(outcome.at) - DAY),
-            ],
-        )
+        ]
+
+        def build(pipe: Any) -> None:
+            self._scripts.queue(pipe, RECORD_ROUTE, [k.route_totals(outcome.account_sid, rid), k.route_index(outcome.account_sid)], args)
+            keys = [k.route_totals(None, rid), k.route_index(None), k.route_minute(bucket), k.route_minutes()]
+            self._scripts.queue(pipe, RECORD_ROUTE, keys, args)
+
+        await self._scripts.pipeline(build)
 
     @unavailable_on_redis_errors
     async def totals(self, account_sid: str | None = None) -> list[RouteStats]:

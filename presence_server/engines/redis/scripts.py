@@ -5,13 +5,10 @@ Each script is one atomic step of a port method: Redis runs a script to the
 end before it serves anything else, so an ``IdentityChange`` built from its
 reply is exactly what happened, however many nodes write at once.
 
-Slots: every key a script touches is one account's (``ps:{AC...}:...``, one
-hash slot) except ``ps:accounts``, the index of accounts that have sessions,
-which the presence scripts keep exact in the same step. That one global key is
-what ties these scripts to a single Redis node; docs/redis.md says what a
-Redis Cluster deployment would change. (The messaging pipeline's scripts, in
-queue_scripts.py and outbound_scripts.py, use global keys more freely: they
-are single-Redis too.)
+Slots: every key a script touches is in one hash slot - one account's
+(``ps:{AC...}:...``) or one global key - so every script runs on a Redis
+Cluster too. The global index of accounts with sessions (``ps:{i}:accounts``)
+is kept by the presence store from the scripts' replies (presence.py).
 
 Numbers: a Lua number returned to Redis is truncated to an integer, so every
 time that goes back to Python travels as a string (scores as Redis prints them,
@@ -94,15 +91,11 @@ class LuaScript:
 _PRELUDE = """
 local SEQ, SID, ACTIVITY, LINGERING = 1, 2, 9, 10
 
--- Keep the account's entry in the due-accounts index equal to the earliest lease
--- end of its expiry index (or absent when it has none), in the same atomic step.
-local function reindex(expiry, accounts, account)
+-- The earliest lease end of the account's expiry index, or false (for the global
+-- due-accounts index, which presence.py keeps from this answer).
+local function earliest(expiry)
   local first = redis.call('ZRANGE', expiry, 0, 0, 'WITHSCORES')
-  if first[2] then
-    redis.call('ZADD', accounts, first[2], account)
-  else
-    redis.call('ZREM', accounts, account)
-  end
+  return first[2] or false
 end
 
 -- An identity's next version. A new identity (or one whose keys an empty
@@ -127,8 +120,8 @@ local function change(sessions, presence, before, version)
 end
 """
 
-# KEYS: sessions, presence, expiry, accounts
-# ARGV: session_id, payload, lease_end, member_to_add, member_to_drop, account_sid
+# KEYS: sessions, presence, expiry
+# ARGV: session_id, payload, lease_end, member_to_add, member_to_drop
 UPSERT = LuaScript(
     "upsert",
     _PRELUDE
@@ -145,13 +138,12 @@ end
 redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(session))
 redis.call('ZREM', KEYS[3], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
-reindex(KEYS[3], KEYS[4], ARGV[6])
 return change(KEYS[1], KEYS[2], before, version)
 """,
 )
 
-# KEYS: sessions, presence, expiry, accounts
-# ARGV: session_id, now, live_member, lingering_member, account_sid
+# KEYS: sessions, presence, expiry
+# ARGV: session_id, now, live_member, lingering_member
 REMOVE = LuaScript(
     "remove",
     _PRELUDE
@@ -166,13 +158,12 @@ local version = bump(KEYS[2])
 if redis.call('HLEN', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[2], 'last_seen', ARGV[2])
 end
-reindex(KEYS[3], KEYS[4], ARGV[5])
 return change(KEYS[1], KEYS[2], before, version)
 """,
 )
 
-# KEYS: sessions, presence, expiry, accounts
-# ARGV: session_id, until, now, live_member, lingering_member, account_sid
+# KEYS: sessions, presence, expiry
+# ARGV: session_id, until, now, live_member, lingering_member
 LINGER = LuaScript(
     "linger",
     _PRELUDE
@@ -190,13 +181,12 @@ redis.call('HSET', KEYS[1], ARGV[1], cmsgpack.pack(session))
 redis.call('ZREM', KEYS[3], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[2], ARGV[5])
 local version = bump(KEYS[2])
-reindex(KEYS[3], KEYS[4], ARGV[6])
 return change(KEYS[1], KEYS[2], before, version)
 """,
 )
 
-# KEYS: expiry, accounts
-# ARGV: lease_end, account_sid, live_member...
+# KEYS: expiry
+# ARGV: lease_end, live_member...
 # XX: only members already there are updated, so an unknown or removed session is
 # not created and a lingering one (indexed under its 'L' member) is not extended.
 # Returns the members of sessions the index holds neither live nor lingering (lost
@@ -219,7 +209,7 @@ local function renew(batch, members)
   end
 end
 local batch, members = {}, {}
-for i = 3, #ARGV do
+for i = 2, #ARGV do
   batch[#batch + 1] = ARGV[1]
   batch[#batch + 1] = ARGV[i]
   members[#members + 1] = ARGV[i]
@@ -231,14 +221,14 @@ end
 if #batch > 0 then
   renew(batch, members)
 end
-reindex(KEYS[1], KEYS[2], ARGV[2])
 return missing
 """,
 )
 
-# KEYS: expiry, accounts
-# ARGV: now, limit, account_sid, sessions_key_prefix, presence_key_prefix
-# Removes up to `limit` expired sessions of one account, each as its own change.
+# KEYS: expiry
+# ARGV: now, limit, sessions_key_prefix, presence_key_prefix
+# Removes up to `limit` expired sessions of one account, each as its own change;
+# returns {changes, the earliest lease end left (or false)}.
 # A session leaves the index in the same step that reports it, so a concurrent
 # sweeper never finds it again: each expired session is reported exactly once.
 # (The identity keys are derived from the index member; they carry the account's
@@ -256,7 +246,7 @@ for i = 1, #due, 2 do
   local n = tonumber(string.sub(member, 3, colon - 1))
   local identity = string.sub(member, colon + 1, colon + n)
   local sid = string.sub(member, colon + n + 2)
-  local sessions, presence = ARGV[4] .. identity, ARGV[5] .. identity
+  local sessions, presence = ARGV[3] .. identity, ARGV[4] .. identity
   local raw = redis.call('HGET', sessions, sid)
   if raw then
     local before = redis.call('HVALS', sessions)
@@ -275,8 +265,7 @@ for i = 1, #due, 2 do
     out[#out + 1] = {identity, change(sessions, presence, before, version)}
   end
 end
-reindex(KEYS[1], KEYS[2], ARGV[3])
-return out
+return {out, earliest(KEYS[1])}
 """,
 )
 
@@ -302,6 +291,20 @@ return 1
 """,
 )
 
+# KEYS: record, index
+# Undoes a create_record (its record and its index member) whose sid turned out
+# to be another account's (RecordTable.create claims the sid in the same round trip).
+DROP_RECORD = LuaScript(
+    "drop_record",
+    """
+local member = redis.call('HGET', KEYS[1], '~member')
+if member then
+  redis.call('ZREM', KEYS[2], member)
+end
+return redis.call('DEL', KEYS[1])
+""",
+)
+
 # KEYS: record
 # ARGV: field, value, field, value...
 # Writes only the changed fields, so two updates of different fields both land, and
@@ -319,7 +322,7 @@ return redis.call('HGETALL', KEYS[1])
 """,
 )
 
-ALL_SCRIPTS = (UPSERT, REMOVE, LINGER, RENEW, SWEEP, CREATE_RECORD, UPDATE_RECORD)
+ALL_SCRIPTS = (UPSERT, REMOVE, LINGER, RENEW, SWEEP, CREATE_RECORD, DROP_RECORD, UPDATE_RECORD)
 
 
 class Scripts:
@@ -343,20 +346,45 @@ class Scripts:
 
     @staticmethod
     def queue(pipe: Pipeline, script: LuaScript, keys: Sequence[str], args: Sequence[Any]) -> None:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # execute_command, not evalsha(): redis-py's cluster pipeline refuses the named
+        # method, but routes EVALSHA by its first key like any keyed command.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def pipeline(self, build: Callable[[Pipeline], None]) -> list[Any]:
         """Run the commands ``build`` queues in one round trip (not a transaction).
 
-        Only for idempotent scripts: after NOSCRIPT the whole batch runs again.
+        After NOSCRIPT only the commands that got it run again (``build`` is called
+        again and the others are left out): on a cluster one node may have lost its
+        scripts while another ran its part, which must not run twice.
         """
-        for attempt in (1, 2):
-            pipe = self._client.pipeline(transaction=False)
-            build(pipe)
-            try:
-                return await pipe.execute()
-            except redis.exceptions.NoScriptError:
-                if attempt == 2:
-                    raise
-                await self.load()
-        raise AssertionError("unreachable")
+        pipe = self._client.pipeline(transaction=False)
+        build(pipe)
+        replies: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = {i for i, reply in enumerate(replies) if isinstance(reply, redis.exceptions.NoScriptError)}
+        if missing:
+            await self.load()
+            again = self._client.pipeline(transaction=False)
+            build(_Only(again, missing))  # type: ignore[arg-type]
+            for i, reply in zip(sorted(missing), await again.execute(raise_on_error=False)):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+
+class _Only:
+    """A pipeline stand-in that queues only the commands at the given positions."""
+
+    def __init__(self, pipe: Any, wanted: set[int]) -> None:
+        self._pipe = pipe
+        self._wanted = wanted
+        self._n = 0
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def queue(*args: Any, **kwargs: Any) -> None:
+            if self._n in self._wanted:
+                getattr(self._pipe, name)(*args, **kwargs)
+            self._n += 1
+
+        return queue

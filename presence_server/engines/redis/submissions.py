@@ -3,9 +3,14 @@
 A submission is a msgpack string at ``ps:sub:<n>:<provider>:<id>`` (global: a
 delivery report names the provider and its id, not the account), and each
 message lists its submissions' ids in the order added
-(``ps:{AC}:subs:<message sid>``). ``add`` is one script (store unless there,
-then list it); ``report`` is a compare-and-set loop, so concurrent reports of
-one id are applied one after the other and each sees the other's result.
+(``ps:{AC}:subs:<message sid>``). The two are in different hash slots, so
+``add`` lists the id first (once, however often it is retried) and then stores
+the submission (``SET NX``): a crash between leaves a listed id with nothing
+stored, which ``of_message`` skips and a retried ``add`` completes - never a
+stored submission its message does not list. ``of_message`` returns only
+submissions of that message. ``report`` is a compare-and-set loop, so
+concurrent reports of one id are applied one after the other and each sees
+the other's result.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from redis.asyncio import Redis
 
 from ..outbound import Submission
 from .keys import KeySpace, as_text, submission_id
-from .outbound_scripts import ADD_SUBMISSION, COMPARE_AND_SET
+from .outbound_scripts import COMPARE_AND_SET, LIST_ONCE
 from .scripts import Scripts, unavailable_on_redis_errors
 
 REPORT_STATUSES = ("sent", "delivered", "undelivered", "failed")
@@ -56,15 +61,20 @@ class RedisSubmissionStore:
 
     @unavailable_on_redis_errors
     async def add(self, submission: Submission) -> bool:
-        reply = await self._scripts.call(
-            ADD_SUBMISSION,
-            [
-                self._keys.submission(submission.provider, submission.provider_message_id),
-                self._keys.submissions_of(submission.account_sid, submission.message_sid),
-            ],
-            [_encode(submission), submission_id(submission.provider, submission.provider_message_id)],
-        )
-        return bool(reply)
+        key = self._keys.submission(submission.provider, submission.provider_message_id)
+        listed = self._keys.submissions_of(submission.account_sid, submission.message_sid)
+        sid = submission_id(submission.provider, submission.provider_message_id)
+        encoded = _encode(submission)
+        await self._scripts.call(LIST_ONCE, [listed], [sid])
+        if await self._redis.set(key, encoded, nx=True):
+            return True
+        stored = await self._redis.get(key)
+        if stored is not None:
+            other = _decode(stored)
+            if (other.account_sid, other.message_sid) != (submission.account_sid, submission.message_sid):
+                # The id is another message's: this message must not list it.
+                await self._redis.lrem(listed, 0, sid)
+        return False
 
     @unavailable_on_redis_errors
     async def find(self, provider: str, provider_message_id: str) -> Submission | None:
@@ -95,6 +105,10 @@ class RedisSubmissionStore:
         ids = await self._redis.lrange(self._keys.submissions_of(account_sid, message_sid), 0, -1)
         if not ids:
             return []
+        # One GET each, pipelined: the submissions are in many hash slots (MGET needs one).
         prefix = self._keys.submission_prefix()
-        raws = await self._redis.mget([prefix + as_text(i) for i in ids])
-        return [_decode(raw) for raw in raws if raw is not None]
+        pipe = self._redis.pipeline(transaction=False)
+        for i in ids:
+            pipe.get(prefix + as_text(i))
+        found = [_decode(raw) for raw in await pipe.execute() if raw is not None]
+        return [s for s in found if (s.account_sid, s.message_sid) == (account_sid, message_sid)]

@@ -1,0 +1,227 @@
+"""Calls whose signaling node or a party's gateway died end for the others
+(presence_server/peers.py): each node probes, once per heartbeat, the mailboxes
+of the nodes it shares calls with, and a node nobody answers for
+``2 × node_heartbeat`` (at least 2 s, and two probes) is judged dead.
+
+Found by the fault suite (tests/chaos): before this, a SIGKILLed signaling node
+left both parties of its calls waiting for ever, and a SIGKILLed gateway left
+the other party of an answered call waiting until the Dial's timeLimit (4 h).
+
+Nodes run in this process on one real Redis with a manual clock; a process
+"dies" by closing its mailbox (nobody listens at its address any more, exactly
+what Redis sees when a killed process's connection ends) or by stopping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any, AsyncIterator, Iterable, Iterator
+
+import pytest
+
+from presence_server.clock import ManualClock
+from presence_server.engines.redis import RedisEngine
+from presence_server.mailbox import Mailbox
+from presence_server.node import Node
+from presence_server.peers import PeerWatch
+from protocol.addresses import new_sid
+from protocol.tokens import mint_token
+from tests.helpers.instructions import InstructionServer
+from tests.helpers.redis_server import RedisServer, redis_server
+from tests.helpers.servers import TestAccount, make_config
+from tests.helpers.signaling_env import BOB_PHONE, dial_client
+from tests.helpers.wsclient import RawClient
+
+HEARTBEAT = 1.0  # dead_after = max(2 × 1.0, 2.0) = 2 s
+
+
+class Deployment:
+    """Gateway A, gateway B and a signaling node on one real Redis, one manual clock."""
+
+    def __init__(self, nodes: dict[str, Node], account: TestAccount, app_sid: str, clock: ManualClock, redis: RedisServer) -> None:
+        self.nodes, self.account, self.app_sid, self.clock, self.redis = nodes, account, app_sid, clock, redis
+
+    async def client(self, node: str, identity: str) -> RawClient:
+        grants = {
+            "identity": identity,
+            "presence": {"publish": True, "subscribe": True},
+            "voice": {"incoming": {"allow": True}, "outgoing": {"application_sid": self.app_sid}},
+        }
+        a = self.account
+        token = mint_token(key_sid=a.key_sid, account_sid=a.sid, identity=identity, secret=a.key_secret, now=self.clock.time(), grants=grants)
+        c = await RawClient.open(f"ws://127.0.0.1:{self.nodes[node].port}/v1/connect")
+        assert (await c.register(token, capabilities=["voice"]))["type"] == "registered"
+        return c
+
+    async def watch_twice(self, name: str) -> list[str]:
+        """Two rounds of ``name``'s peer check, dead_after apart: the least that
+        judges a silent peer dead. (Moving the clock also runs every node's own
+        heartbeat loop, which checks its peers too: what is returned is what
+        either found.)"""
+        node = self.nodes[name]
+        found = await node.watch_peers()
+        assert found == []  # one silent probe is no verdict
+        with capture_verdicts(node) as verdicts:
+            await self.clock.advance(node.peer_watch.dead_after)
+            await node.watch_peers()
+        return verdicts
+
+
+@contextlib.contextmanager
+def capture_verdicts(node: Node) -> Iterator[list[str]]:
+    """The peers ``node`` judges dead meanwhile, whoever asked (its loop or the test)."""
+    verdicts: list[str] = []
+    check = node.peer_watch.check
+
+    async def recording(nodes: Iterable[str]) -> list[str]:
+        dead = await check(nodes)
+        verdicts.extend(dead)
+        return dead
+
+    node.peer_watch.check = recording  # type: ignore[method-assign]
+    try:
+        yield verdicts
+    finally:
+        node.peer_watch.check = check  # type: ignore[method-assign]
+
+
+@pytest.fixture
+async def deployment(tmp_path: Any) -> AsyncIterator[Deployment]:
+    ins = InstructionServer(auth_token="")
+    await ins.start()
+    app_sid = new_sid("AP")
+    account = TestAccount(identities=[{"identity": "bob", "phone": BOB_PHONE}])
+    account.extra = {"applications": [{"sid": app_sid, "voice_url": ins.url("/voice")}]}
+    ins.auth_token = account.auth_token
+    ins.on("/voice", dial_client(ins, "bob", timeout=30))
+    async with redis_server() as redis:
+        clock = ManualClock()
+        nodes: dict[str, Node] = {}
+        for name, roles in (("A", ("gateway",)), ("B", ("gateway",)), ("S", ("signaling",))):
+            config = make_config(
+                [account], engine={"kind": "redis", "url": redis.url, "data_dir": str(tmp_path / name)},
+                security={"allow_private_urls": True}, server={"node_heartbeat": HEARTBEAT},
+            )
+            nodes[name] = Node(config, clock=clock, roles=roles)
+            await nodes[name].start("127.0.0.1", 0)
+        for name in ("A", "B"):
+            nodes[name]._signaling_nodes = [nodes["S"].node_id]  # as the registry would say
+        try:
+            yield Deployment(nodes, account, app_sid, clock, redis)
+        finally:
+            for node in nodes.values():
+                await node.stop()
+            await ins.stop()
+
+
+async def answered_call(d: Deployment, caller: RawClient, callee: RawClient) -> tuple[str, str]:
+    await caller.send({"type": "call", "to": "client:bob", "id": 1})
+    call = (await caller.recv_type("call_created"))["call"]
+    invite = await callee.recv_type("invite")
+    await callee.send({"type": "accept", "call": invite["call"], "id": 2})
+    assert (await callee.recv_type("ok"))["id"] == 2
+    assert (await caller.recv_type("call_progress"))["status"] == "answered"
+    return call, invite["call"]
+
+
+async def test_a_dead_signaling_node_s_calls_end_for_both_parties(deployment: Deployment) -> None:
+    d = deployment
+    alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
+    call, leg = await answered_call(d, alice, bob)
+    # A live signaling node is never judged dead, however long it is probed.
+    assert await d.watch_twice("A") == []
+    await d.nodes["S"].mailbox.close()  # killed: nobody listens at its address
+
+    assert await d.watch_twice("A") == [d.nodes["S"].node_id]
+    assert await d.watch_twice("B") == [d.nodes["S"].node_id]
+    ended = await alice.recv_type("call_progress")
+    assert ended == {"type": "call_progress", "call": call, "status": "completed", "reason": "signaling_lost"}
+    assert await bob.recv_type("hangup") == {"type": "hangup", "call": leg, "reason": "signaling_lost"}
+    # Each call ends once: the next rounds probe nobody.
+    assert d.nodes["A"].gateway.call_peers() == set() == d.nodes["B"].gateway.call_peers()
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_ringing_callee_is_cancelled_when_the_signaling_node_dies(deployment: Deployment) -> None:
+    d = deployment
+    alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
+    await alice.send({"type": "call", "to": "client:bob", "id": 1})
+    call = (await alice.recv_type("call_created"))["call"]
+    invite = await bob.recv_type("invite")
+    await d.nodes["S"].mailbox.close()
+    await d.watch_twice("B")
+    assert await bob.recv_type("cancel") == {"type": "cancel", "call": invite["call"], "reason": "signaling_lost"}
+    await d.watch_twice("A")
+    assert await alice.recv_type("call_progress") == {"type": "call_progress", "call": call, "status": "completed", "reason": "signaling_lost"}
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_dead_gateway_s_leg_ends_the_call_for_the_other_party(deployment: Deployment) -> None:
+    """bob's gateway dies mid-call: alice hears ``hangup`` (connection_lost) and
+    her call goes on to its end, as when bob's own connection drops."""
+    d = deployment
+    alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
+    call, _ = await answered_call(d, alice, bob)
+    assert d.nodes["S"].signaling.call_peers() == {d.nodes["A"].node_id, d.nodes["B"].node_id}  # type: ignore[union-attr]
+    await d.nodes["B"].mailbox.close()
+
+    assert await d.watch_twice("S") == [d.nodes["B"].node_id]
+    assert await alice.recv_type("hangup") == {"type": "hangup", "call": call, "reason": "connection_lost"}
+    assert (await alice.recv_type("call_progress"))["status"] == "completed"
+    record = await d.nodes["S"].engine.calls.get(d.account.sid, call)
+    assert record is not None and record.status == "completed"
+    await alice.close()
+    await bob.close()
+
+
+async def test_a_caller_s_dead_gateway_cancels_the_ringing_callee(deployment: Deployment) -> None:
+    d = deployment
+    alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
+    await alice.send({"type": "call", "to": "client:bob", "id": 1})
+    await alice.recv_type("call_created")
+    invite = await bob.recv_type("invite")
+    await d.nodes["A"].mailbox.close()
+    assert await d.watch_twice("S") == [d.nodes["A"].node_id]
+    assert await bob.recv_type("cancel") == {"type": "cancel", "call": invite["call"], "reason": "caller_hangup"}
+    await alice.close()
+    await bob.close()
+
+
+async def test_no_verdict_while_redis_is_away(tmp_path: Any) -> None:
+    """A probe that cannot reach Redis says nothing about the peer: after an
+    outage nobody is judged dead for having been unreachable through it, and a
+    live peer is not judged dead while its bus re-subscribes."""
+    async with redis_server() as redis:
+        engines = [RedisEngine(redis.url, data_dir=str(tmp_path / name)) for name in ("watcher", "peer")]
+        for engine in engines:
+            await engine.start()
+        watcher, peer = Mailbox(engines[0].bus, new_sid("ND")), Mailbox(engines[1].bus, new_sid("ND"))
+        await watcher.start()
+        await peer.start()
+        clock = ManualClock()
+        watch = PeerWatch(watcher, clock, dead_after=2.0)
+        gone = new_sid("ND")
+        try:
+            await asyncio.to_thread(redis.stop)
+            for _ in range(3):
+                assert await watch.check([gone, peer.node_id]) == []
+                await clock.advance(5.0)
+            await asyncio.to_thread(redis.start)  # empty, same port
+            # The peer answers again once its bus has re-subscribed (within half a
+            # second, in real time: hence the real sleeps); the gone one is judged.
+            verdicts: list[str] = []
+            for _ in range(100):
+                verdicts += await watch.check([gone, peer.node_id])
+                if verdicts:
+                    break
+                await asyncio.sleep(0.05)
+                await clock.advance(0.05)
+            assert verdicts == [gone]
+        finally:
+            await watcher.close()
+            await peer.close()
+            for engine in engines:
+                await engine.close()
