@@ -136,6 +136,10 @@ class ShareLimiter:
       gets its share however hard the others push;
     * a class alone on the provider also gets the others' unused shares
       through the spare, i.e. close to the whole rate.
+
+    presence_server/engines/redis/ratelimits.py holds a copy of refill, take
+    and wait in Lua (Redis runs it atomically); change both together:
+    tests/contract/test_redis_rate_limit_script.py fails when they differ.
     """
 
     __slots__ = ("rate", "burst", "_rates", "_caps", "_tokens", "_spare", "_spare_rate", "_updated")

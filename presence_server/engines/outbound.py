@@ -272,7 +272,9 @@ class RateLimit:
 
 def take_or_wait(limiter: ShareLimiter, priority: int, now: float) -> float:
     """0.0 when a token was taken; else the seconds until one could be (never
-    0, so the caller comes back later). Both engines decide with this."""
+    0, so the caller comes back later). The embedded engine decides with this;
+    the redis engine's script (redis/ratelimits.py) is its copy in Lua, which a
+    property test holds to it."""
     if limiter.take(Priority(priority), now):
         return 0.0
     return max(0.001, limiter.wait(Priority(priority), now))

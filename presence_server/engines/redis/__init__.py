@@ -110,7 +110,7 @@ class RedisEngine:
         self.links = RedisLinkStore(self._redis, self.keys, self._scripts)
         self.routing_stats = RedisRoutingStatsStore(self._redis, self.keys, self._scripts)
         self.nodes = RedisNodeRegistry(self._redis, self.keys, self._scripts)
-        self.rate_limits = RedisRateLimiter(self._redis, self.keys)
+        self.rate_limits = RedisRateLimiter(self.keys, self._scripts)
         self.revocations = RedisKeyRevocations(self._redis, self.keys)
         self._closed = False
 

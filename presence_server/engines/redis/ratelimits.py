@@ -8,7 +8,8 @@ worry). What keeps the two from drifting is a property test,
 tests/contract/test_redis_rate_limit_script.py: random takes against both, the
 same decision and the same buckets at every step. The script mirrors the
 Python line by line, in the same order of float operations, so the two agree
-to the last bit, not just within a tolerance; change both together.
+to the last bit (the test allows 1e-12 for a harmless reordering); change
+both together.
 
 The key also records the limit it was computed for: when a provider's rate,
 burst or shares change in the config, the first process to see the new limit
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import functools
 
-from protocol.plans import _EPSILON  # the same slack in both copies of the limiter
+from protocol.plans import _EPSILON, Priority  # _EPSILON: the same slack in both copies of the limiter
 
 from ..outbound import RateLimit
 from .keys import KeySpace
@@ -164,6 +165,8 @@ def _limit_args(limit: RateLimit) -> tuple[str, ...]:
     memory engine checks it (ShareLimiter raises ValueError for a bad limit).
     ``repr`` of a float is what Lua's ``tonumber`` reads back as the same double."""
     limit.limiter(0.0)
+    if len(limit.shares) != len(Priority):  # the script counts the classes from ARGV
+        raise ValueError(f"a limit has {len(Priority)} shares, got {len(limit.shares)}")
     return (repr(float(limit.rate)), repr(float(limit.burst)), *(repr(float(s)) for s in limit.shares))
 
 
@@ -174,5 +177,5 @@ class RedisRateLimiter:
 
     @unavailable_on_redis_errors
     async def take(self, name: str, limit: RateLimit, priority: int, now: float) -> float:
-        args = (repr(float(now)), int(priority), IDLE_TTL, *_limit_args(limit))
+        args = (repr(float(now)), int(Priority(priority)), IDLE_TTL, *_limit_args(limit))
         return float(await self._scripts.call(TAKE, [self._keys.rate_limit(name)], args))
