@@ -393,6 +393,10 @@ class SignalingConfig(_Section):
     max_redirects: int = Field(10, ge=1, le=100)  # <Redirect> hops per call, against loops
     message_ack_timeout: float = Field(10.0, gt=0, le=300)
     max_concurrent_calls: int = Field(10000, ge=1)
+    # On SIGTERM, how long calls in progress may go on before they are ended
+    # (docs/operations.md, rolling upgrades): past the default <Dial timeout>
+    # (30 s), so every call ringing at the stop gets its answer or its timeout.
+    drain_timeout: float = Field(60.0, ge=0, le=3600)
 
 
 class MessagingConfig(_Section):

@@ -32,6 +32,7 @@ from .messaging.service import MessagingService, inbound_adapter
 from .revocations import KeyRevocationService
 from .roles import ROLES
 from .signaling.fetcher import InstructionFetcher
+from .signaling.lost import finish_lost_calls
 from .signaling.service import SignalingService
 from .signaling.urlguard import UrlPolicy, guarded_session, parse_endpoint
 from .tasks import cancel_and_wait
@@ -78,7 +79,8 @@ class Node:
         self.roles = roles
         self.clock = clock or SystemClock()
         self.node_id = new_sid("ND")
-        self._signaling_nodes: list[str] = []  # live signaling nodes, for a node without that role
+        self._signaling_nodes: list[str] = []  # live signaling nodes, for a node without that role (or draining)
+        self._leaving = False  # stopping: no more announcements, so the registry forgets it at once
         self.engine = engine or build_engine(config)
         self.mailbox = Mailbox(self.engine.bus, self.node_id)
         self.peer_watch = PeerWatch(self.mailbox, self.clock, dead_after=2 * config.server.node_heartbeat)
@@ -252,9 +254,15 @@ class Node:
         """Where a call placed by a client on this node goes: this node when it
         runs signaling, else a live signaling node from the registry (spread
         at random), else None (the client is told 10016)."""
-        if "signaling" in self.roles:
+        if "signaling" in self.roles and not self.draining:
             return self.node_id
-        return random.choice(self._signaling_nodes) if self._signaling_nodes else None
+        others = [n for n in self._signaling_nodes if n != self.node_id]
+        return random.choice(others) if others else None
+
+    @property
+    def draining(self) -> bool:
+        """This node's signaling role is draining its calls (a graceful stop)."""
+        return self.signaling is not None and self.signaling.draining
 
     def signaling_gone(self, node_id: str) -> None:
         """Nobody listens at this signaling node's address (it died since the
@@ -268,10 +276,10 @@ class Node:
         interval = self.config.server.node_heartbeat
         while True:
             try:
-                await self.engine.nodes.heartbeat(self.announcement(), ttl=3 * interval)
-                if "signaling" not in self.roles:
-                    live = await self.engine.nodes.live(self.clock.time())
-                    self._signaling_nodes = [n.node_id for n in live if "signaling" in n.roles]
+                if not self._leaving:  # a stopping node left the registry: announcing would put it back
+                    await self.engine.nodes.heartbeat(self.announcement(), ttl=3 * interval)
+                if "signaling" not in self.roles or self.draining:
+                    await self._learn_signaling_nodes()
             except Exception:
                 log.warning("node announcement failed; retrying next round", exc_info=True)
             try:
@@ -279,6 +287,10 @@ class Node:
             except Exception:
                 log.warning("peer check failed; retrying next round", exc_info=True)
             await self.clock.sleep(interval)
+
+    async def _learn_signaling_nodes(self) -> None:
+        live = await self.engine.nodes.live(self.clock.time())
+        self._signaling_nodes = [n.node_id for n in live if "signaling" in n.roles and n.node_id != self.node_id]
 
     async def watch_peers(self) -> list[str]:
         """Probe the nodes this one shares calls with; end the calls of those
@@ -289,14 +301,36 @@ class Node:
         dead = await self.peer_watch.check(peers)
         for node in dead:
             self.signaling_gone(node)
+            lost = self.gateway.calls_of(node)  # before peer_gone forgets them
             legs = self.gateway.peer_gone(node) + (self.signaling.peer_gone(node) if self.signaling is not None else 0)
             log.warning("peer node gone; its calls ended", peer_node_id=node, legs=legs)
+            if lost:
+                # Nobody else will: the records of a dead signaling node's calls would
+                # keep their last status for ever. Several gateways may finish the
+                # same call; the store's conditional update lets one of them.
+                try:
+                    finished = await finish_lost_calls(self.engine.calls, self.clock, lost)
+                    log.info("records of a dead signaling node's calls finished", peer_node_id=node, calls=finished)
+                except Exception:
+                    log.warning("could not finish the records of a dead signaling node's calls", peer_node_id=node, exc_info=True)
         return dead
 
     async def stop(self) -> None:
-        """Graceful: clients are told to reconnect, then everything closes."""
+        """Graceful: new sessions and calls go elsewhere, the calls in progress
+        here get up to ``[signaling] drain_timeout`` to end (the signaling role),
+        then clients are told to reconnect, then everything closes.
+
+        The drain comes before the gateway's shutdown: on a node with both
+        roles, the parties of the calls being drained are often this gateway's
+        own sessions, and telling them to reconnect would end those calls."""
+        self._leaving = True
         with contextlib.suppress(Exception):  # the registry forgets it anyway after three missed heartbeats
             await self.engine.nodes.leave(self.node_id)
+        self.gateway.accepting = False  # new sessions go elsewhere; /readyz answers 503 from now
+        if self.signaling is not None:
+            with contextlib.suppress(Exception):  # where this node's clients' new calls go meanwhile
+                await self._learn_signaling_nodes()
+            await self.signaling.drain(self.config.signaling.drain_timeout)
         await self.gateway.shutdown(self.config.server.shutdown_grace)
         await cancel_and_wait(self._tasks)  # again if a loop lost its cancellation (see there)
         self._tasks.clear()

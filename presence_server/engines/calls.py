@@ -72,6 +72,11 @@ class CallStore(Protocol):
     async def update(self, account_sid: str, sid: str, **changes: Any) -> CallRecord | None:
         """Change fields of a call of this account (None: no such call)."""
 
+    async def update_if(self, account_sid: str, sid: str, expected_status: str, **changes: Any) -> CallRecord | None:
+        """Like update, but only while the call's status is ``expected_status``,
+        checked and written in one step: of several processes moving the same
+        call from one status, exactly one does (None: not applied, or no such call)."""
+
     async def get(self, account_sid: str, sid: str) -> CallRecord | None:
         """A call of this account; another account's sid is None, as unknown."""
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import structlog
 from aiohttp import WSMsgType, web
@@ -51,7 +52,7 @@ class Connection:
         # This session's presence as last written: what the gateway writes again
         # if the engine loses it (an outage), see Gateway.lease_loop.
         self.presence: SessionPresence | None = None
-        self.watched: set[str] = set()
+        self.watched: set[str] = _NOTHING_WATCHED
         self.timer: list[Any] | None = None  # its entry in the gateway's deadline heap
         self.replaced = False  # another connection resumed our session: leave presence alone
         self._graceful = False  # ended with bye: no grace period
@@ -62,11 +63,11 @@ class Connection:
         self._close_after_flush: tuple[int, str] | None = None
         # Which signaling node owns each call / awaits each ack this session
         # knows of: learnt from the frames delivered to it, bounded.
-        self.call_owners: collections.OrderedDict[str, str] = collections.OrderedDict()
-        self.message_owners: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.call_owners: collections.OrderedDict[str, str] = _NO_OWNERS
+        self.message_owners: collections.OrderedDict[str, str] = _NO_OWNERS
         # The calls this session is in now, and its part in each (caller, ringing,
         # answered): what it is told if the call's signaling node dies (end_calls_of).
-        self.live_calls: collections.OrderedDict[str, str] = collections.OrderedDict()
+        self.live_calls: collections.OrderedDict[str, str] = _NO_OWNERS
 
     @property
     def log(self) -> Any:
@@ -237,6 +238,8 @@ class Connection:
         account = self.token.account_sid
         hub = self.gateway.hub
         await hub.watch(self, account, frame.identities)
+        if self.watched is _NOTHING_WATCHED:
+            self.watched = set()
         self.watched.update(frame.identities)
         try:
             snapshot = await self.gateway.presence.query(account, frame.identities)
@@ -250,7 +253,8 @@ class Connection:
     async def _unsubscribe(self, frame: m.Unsubscribe) -> None:
         assert self.token is not None
         gone = tuple(i for i in frame.identities if i in self.watched)
-        self.watched.difference_update(gone)
+        if gone:
+            self.watched.difference_update(gone)
         await self.gateway.hub.unwatch(self, self.token.account_sid, gone)
         self.send_frame(m.Ok(id=frame.id))
 
@@ -280,16 +284,23 @@ class Connection:
         answers about it go back there."""
         kind = frame.get("type")
         if kind in ("invite", "call_created") and isinstance(frame.get("call"), str):
-            _remember(self.call_owners, frame["call"], node_id)
-            _remember(self.live_calls, frame["call"], "caller" if kind == "call_created" else "ringing")
+            self.call_owners = _remember(self.call_owners, frame["call"], node_id)
+            self.live_calls = _remember(self.live_calls, frame["call"], "caller" if kind == "call_created" else "ringing")
         elif kind == "message" and isinstance(frame.get("sid"), str):
-            _remember(self.message_owners, frame["sid"], node_id)
+            self.message_owners = _remember(self.message_owners, frame["sid"], node_id)
         elif kind in ("cancel", "hangup", "call_progress") and frame.get("call") in self.live_calls:
             # Over for this session: a cancel, the caller's completed call, or a
             # hangup to a callee (to the caller it ends the dialled leg only).
             role = self.live_calls[frame["call"]]
             if kind == "cancel" or (kind == "hangup" and role != "caller") or frame.get("status") == "completed":
                 del self.live_calls[frame["call"]]
+
+    def adopt(self, old: Connection) -> None:
+        """This connection resumes ``old``'s session: the calls and messages it
+        knew of, and which node owns each, are this one's now."""
+        self.call_owners = _merged(self.call_owners, old.call_owners)
+        self.message_owners = _merged(self.message_owners, old.message_owners)
+        self.live_calls = _merged(self.live_calls, old.live_calls)
 
     def end_calls_of(self, node_id: str) -> int:
         """The signaling node running these calls died: nobody will tell this
@@ -316,20 +327,38 @@ class Connection:
         if app is None:
             raise RemoteProtocolError(ErrorCode.GRANT_MISSING, "placing calls needs grants.voice.outgoing.application_sid")
         session = await self.gateway.presence.get(self.key)
-        for _ in range(_SIGNALING_TRIES):
+        call = dict(
+            to=frame.to, params=frame.params, application_sid=app, request_id=frame.id,
+            capabilities=list(session.capabilities) if session else [], **self._identity_fields(),
+        )
+        await self.offer_call(call, offers=0)
+
+    async def offer_call(self, call: dict[str, Any], offers: int) -> None:
+        """Hand a placed call to a signaling node; ``offers`` made already (a
+        node that refused it while draining sends it back: reoffer_call)."""
+        while offers < _SIGNALING_TRIES:
             node = self.gateway.signaling_node()
             if node is None:
                 break
-            if await self.gateway.mailbox.send(
-                node, "place_call", to=frame.to, params=frame.params, application_sid=app, request_id=frame.id,
-                capabilities=list(session.capabilities) if session else [], **self._identity_fields(),
-            ):
+            offers += 1
+            # reoffer: this gateway takes the call back from a draining node.
+            if await self.gateway.mailbox.send(node, "place_call", **call, reoffer=True, offers=offers):
                 return
             # Nobody listens at that node's address: it died after the registry last
             # listed it (a dead node stays listed for up to three heartbeats).
             self.log.warning("signaling node gone; trying another", node_id=node)
             self.gateway.signaling_gone(node)
         raise RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE, "no signaling node is available")
+
+    async def reoffer_call(self, refused: dict[str, Any]) -> None:
+        """A signaling node refused our call because it is draining: offer it to another."""
+        call = {k: v for k, v in refused.items() if k not in ("kind", "from_node", "reoffer", "offers")}
+        try:
+            await self.offer_call(call, offers=int(refused.get("offers", _SIGNALING_TRIES)))
+        except RemoteProtocolError as exc:
+            self._refuse(exc, refused.get("request_id"))
+        except EngineUnavailable:
+            self._refuse(RemoteProtocolError(ErrorCode.ENGINE_UNAVAILABLE), refused.get("request_id"))
 
     async def _call_event(self, frame: m.CallFrame) -> None:
         owner = self.call_owners.get(frame.call)
@@ -494,7 +523,26 @@ class Connection:
             await asyncio.wait([self._writer], timeout=1.0)
         if not self.ws.closed:
             await self.ws.close()
+        _drop_tracebacks(self.ws.exception())
         self.log.info("session ended", graceful=self._graceful)
+
+
+def _drop_tracebacks(exc: BaseException | None) -> None:
+    """aiohttp keeps the exception that closing met (a dead transport) on the
+    response; its traceback holds close()'s frame, whose ``self`` is the
+    response: a reference cycle that kept every dropped connection (transport,
+    buffers, request) until a full collection, which the soak saw as memory
+    climbing. Without the tracebacks (of the chained exceptions too),
+    reference counting frees the connection at once."""
+    pending = [exc]
+    seen: set[int] = set()
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        e.__traceback__ = None
+        pending += [e.__context__, e.__cause__]
 
 
 _HANDLERS: dict[type, Any] = {
@@ -518,8 +566,27 @@ _MAX_REMEMBERED = 256
 _SIGNALING_TRIES = 3  # signaling nodes a client's call is offered to before it is refused (10016)
 
 
-def _remember(owners: collections.OrderedDict[str, str], key: str, node_id: str) -> None:
+# Shared, read-only empties: a connection gets its own set or dict when it first
+# has something to put in it, which most never do (~0.6 kB of each idle
+# session). Writing to them fails (TypeError, AttributeError), never shares state.
+_NOTHING_WATCHED: Final = cast("set[str]", frozenset())
+_NO_OWNERS: Final = cast("collections.OrderedDict[str, str]", MappingProxyType({}))
+
+
+def _remember(owners: collections.OrderedDict[str, str], key: str, node_id: str) -> collections.OrderedDict[str, str]:
+    """``owners`` with key -> node_id newest (a new dict in place of the shared empty one)."""
+    if owners is _NO_OWNERS:
+        owners = collections.OrderedDict()
     owners[key] = node_id
     owners.move_to_end(key)
     while len(owners) > _MAX_REMEMBERED:
         owners.popitem(last=False)
+    return owners
+
+
+def _merged(mine: collections.OrderedDict[str, str], theirs: collections.OrderedDict[str, str]) -> collections.OrderedDict[str, str]:
+    if not theirs:
+        return mine
+    merged = collections.OrderedDict(mine)
+    merged.update(theirs)
+    return merged

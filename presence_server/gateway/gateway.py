@@ -70,6 +70,7 @@ class Gateway:
         self.signaling_node = signaling_node  # where client-placed calls go
         self.signaling_gone = signaling_gone  # a signaling node nobody answers at: pick another
         mailbox.on("deliver", self._on_deliver)
+        mailbox.on("place_call_refused", self._on_place_call_refused)
         g = config.gateway
         self.limits = SessionLimits(
             max_frame_bytes=g.max_frame_bytes,
@@ -141,7 +142,14 @@ class Gateway:
             autoping=True,
             heartbeat=None,
         )
-        await ws.prepare(request)
+        try:
+            await ws.prepare(request)
+        except ConnectionResetError:
+            # The client left before the 101 went out (aiohttp's
+            # ClientConnectionResetError is one): nothing to serve, and no error
+            # of ours, so no error log a client could fill at will.
+            log.debug("client left during the upgrade")
+            return ws
         # No subprotocol offered (a hand-driven test client, say): JSON.
         codec = codec_for(ws.ws_protocol) or JSON_CODEC
         if not self.accepting:
@@ -164,9 +172,7 @@ class Gateway:
         of are the new connection's now."""
         old = self.sessions.pop(session_id, None)
         if old is not None:
-            new.call_owners.update(old.call_owners)
-            new.message_owners.update(old.message_owners)
-            new.live_calls.update(old.live_calls)
+            new.adopt(old)
             old.replaced = True
             self._count_session(old, -1)
             old.send_frame(Error.of(RemoteProtocolError(ErrorCode.SESSION_REPLACED)))
@@ -219,6 +225,22 @@ class Gateway:
             return
         conn.learn_owner(frame, msg["from_node"])
         conn.send_wire(frame)
+
+    def _on_place_call_refused(self, msg: dict[str, Any]) -> None:
+        """A draining signaling node gave back a call one of our sessions placed:
+        leave that node out and offer the call to another."""
+        self.signaling_gone(msg["from_node"])
+        conn = self.sessions.get(msg.get("session", ""))
+        if conn is not None:
+            self._tasks.spawn(conn.reoffer_call(msg))
+
+    def calls_of(self, node_id: str) -> list[tuple[str, str]]:
+        """(account, call sid) of the calls our sessions are in that ``node_id`` runs."""
+        return [
+            (c.key.account_sid, call)
+            for c in self.sessions.values() if c.key is not None
+            for call in c.live_calls if c.call_owners.get(call) == node_id
+        ]
 
     def call_peers(self) -> set[str]:
         """The signaling nodes running calls this node's sessions are in."""

@@ -24,9 +24,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the engine serves and this node takes sessions."""
+    """Readiness: the engine serves, and this node takes sessions and calls (a
+    node stopping takes neither: a load balancer sends them elsewhere)."""
     node = request.app[NODE]
-    checks = {"engine": await node.engine.ready(), "accepting_sessions": node.gateway.accepting}
+    checks = {"engine": await node.engine.ready(), "accepting_sessions": node.gateway.accepting, "accepting_calls": not node.draining}
     ready = all(checks.values())
     return web.json_response({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
 

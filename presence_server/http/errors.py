@@ -12,7 +12,7 @@ from aiohttp import web
 from protocol.errors import ErrorCode, RemoteProtocolError
 
 from ..engines.ports import EngineUnavailable
-from ..signaling.capacity import CallLimitReached
+from ..signaling.capacity import CallLimitReached, Draining
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +49,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(ErrorCode.ENGINE_UNAVAILABLE, headers={"Retry-After": "1"})
     except CallLimitReached:
         return error_response(ErrorCode.CALL_LIMIT, headers={"Retry-After": "1"})
+    except Draining:
+        # A signaling node stopping gracefully: a load balancer or carrier that
+        # retries a 503 reaches another (this one's /readyz is 503 already).
+        return error_response(
+            ErrorCode.SERVER_SHUTTING_DOWN, "this signaling node is shutting down; send the call to another", headers={"Retry-After": "1"}
+        )
     except web.HTTPNotFound:
         return error_response(ErrorCode.NOT_FOUND)
     except web.HTTPRequestEntityTooLarge as exc:

@@ -19,7 +19,7 @@ from protocol.instructions import Dial, Hangup, Message, Pause, Redirect, Reject
 from protocol.instructions import InstructionError
 
 from .ringing import Ringer
-from .run import CallRun
+from .run import SHUTDOWN_REASON, CallRun
 
 if TYPE_CHECKING:
     from .fetcher import FetchedInstructions
@@ -66,6 +66,8 @@ class Executor:
         while True:
             outcome: Outcome = None
             for verb in fetched.instructions.verbs:
+                if isinstance(run, CallRun) and run.shutdown:
+                    return SHUTDOWN_REASON  # the drain ran out: no further verb starts
                 if isinstance(run, CallRun) and run.caller_gone:
                     return "caller-hangup"
                 if isinstance(run, CallRun) and not isinstance(verb, (Reject, Redirect)):
@@ -137,6 +139,8 @@ async def _pause(ex: Executor, run: Run, verb: Pause, base: str) -> Outcome:
         ev = await svc.next_event(run, deadline)
         if ev is None:
             return None
+        if ev.event == "shutdown":
+            return STOP
         if ev.session_id == run.caller.session_id and ev.event == "hangup":
             run.caller_gone = True
             if ev.request_id is not None:
@@ -174,6 +178,8 @@ async def _dial(ex: Executor, run: Run, verb: Dial, base: str) -> Outcome:
     outcome = None
     unreachable: list[str] = []  # identities rung in vain, for the missed-call fallback
     for group in groups:
+        if run.shutdown:
+            return STOP  # the drain ran out between two groups: nobody else is rung
         targets = [t for noun in group if (t := await svc.dial_target(run, noun, verb.caller_id)) is not None]
         outcome = await ringer.ring(targets, verb.timeout)
         if outcome.status in (CallStatus.IN_PROGRESS, CallStatus.CANCELED):
@@ -185,6 +191,10 @@ async def _dial(ex: Executor, run: Run, verb: Dial, base: str) -> Outcome:
     if outcome.status is CallStatus.IN_PROGRESS and outcome.child and outcome.callee:
         child = await ringer.bridge(outcome.child, outcome.callee, verb.time_limit)
         bridged = True
+    if run.shutdown:
+        # Ended by this node's drain: no missed-call SMS and no action request
+        # (its answer could not continue the call, and the process is going away).
+        return STOP
     dial_status = DIAL_STATUS_OF[CallStatus(child.status) if bridged and child else outcome.status]
     if not bridged and verb.action is None and outcome.status is not CallStatus.CANCELED:
         for identity in dict.fromkeys(unreachable):

@@ -20,7 +20,7 @@ from protocol.errors import ErrorCode
 from protocol.presence import SessionPresence, Status
 
 from ..engines.calls import CallRecord
-from .run import CallRun, Leg, LegEvent
+from .run import SHUTDOWN_REASON, CallRun, Leg, LegEvent
 
 if TYPE_CHECKING:
     from .service import SignalingService
@@ -155,6 +155,9 @@ class Ringer:
             if ev is None:
                 await cancel_all("timeout", CallEvent.TIMEOUT)
                 return RingOutcome(CallStatus.NO_ANSWER, "no-answer")
+            if ev.event == "shutdown":  # this node's drain ran out: nobody answers any more
+                await cancel_all(SHUTDOWN_REASON, CallEvent.CANCEL)
+                return RingOutcome(CallStatus.CANCELED, SHUTDOWN_REASON)
             if ev.session_id == run.caller.session_id:
                 if ev.event == "hangup":
                     run.caller_gone = True
@@ -206,9 +209,11 @@ class Ringer:
         caller_sid = run.caller.session_id
         while True:
             ev = await svc.next_event(run, deadline)
-            if ev is None:  # the Dial's timeLimit: both parties are told
-                await svc.deliver(callee.node_id or "", callee.session_id or "", m.HangupNotice(call=child.sid, reason="time_limit"))
-                await svc.tell_caller(run, m.HangupNotice(call=run.sid, reason="time_limit"))
+            if ev is None or ev.event == "shutdown":
+                # The Dial's timeLimit, or this node's drain ran out: both parties are told.
+                reason = "time_limit" if ev is None else SHUTDOWN_REASON
+                await svc.deliver(callee.node_id or "", callee.session_id or "", m.HangupNotice(call=child.sid, reason=reason))
+                await svc.tell_caller(run, m.HangupNotice(call=run.sid, reason=reason))
                 return await self._child_event(child, CallEvent.HANGUP)
             from_caller = ev.session_id == caller_sid and ev.call_sid == run.sid
             from_callee = ev.session_id == callee.session_id and ev.call_sid == child.sid

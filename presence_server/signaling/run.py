@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from .service import SignalingService
 
 
+# Why a call ended when its node stopped before it did (cancel, hangup and
+# call_progress frames; docs/protocol.md).
+SHUTDOWN_REASON = "server_shutdown"
+
+
 @dataclass(frozen=True)
 class Leg:
     """One party of a call: a client session, or someone outside (a carrier caller)."""
@@ -38,7 +43,7 @@ class Leg:
 
 @dataclass(frozen=True)
 class LegEvent:
-    event: str  # ringing | accept | reject | hangup | signal | undeliverable
+    event: str  # ringing | accept | reject | hangup | signal | undeliverable | shutdown (ours: the drain ran out)
     call_sid: str  # the call (or child call) the event names
     session_id: str
     node_id: str
@@ -84,7 +89,23 @@ class CallRun(Replies):
     # Sessions invited to this call: session id -> (the call sid it was invited
     # on, its gateway node); what ends their legs if that node dies (peers.py).
     invited: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # Set when this node's drain ran out (SignalingService.drain): the call ends
+    # now, for both parties, with reason 'server_shutdown'. An instruction fetch
+    # in flight is abandoned for it (SignalingService.fetch waits on it too).
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[Any] | None = None  # the task running the call (the drain's last resort cancels it)
 
+    @property
+    def shutdown(self) -> bool:
+        return self.stopping.is_set()
+
+    def stop(self) -> None:
+        """End this call for the node's shutdown: every wait for the call's
+        events (ringing, the bridge, a Pause) finds the 'shutdown' event and
+        ends the call as its state requires, through the state table."""
+        if not self.stopping.is_set():
+            self.stopping.set()
+            self.events.put_nowait(LegEvent("shutdown", self.sid, "", ""))
 
     async def move(self, event: CallEvent, *then: CallEvent, **changes: Any) -> bool:
         """Apply a call event through the state table; False when it does not apply.

@@ -11,6 +11,7 @@ gateway's objects, so it runs unchanged as a separate process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Coroutine
@@ -34,12 +35,12 @@ from ..messaging.service import MessagingService
 from ..presence.service import PresenceService
 from ..tasks import TaskSet
 from ..webhooks import WebhookSender
-from .capacity import CallLimitReached
+from .capacity import CallLimitReached, Draining
 from .delivery import Delivery
 from .executor import STOP, Executor
 from .fetcher import FetchError, FetchedInstructions, InstructionFetcher
 from .ringing import RingTarget, Ringer, next_event_or_timeout, ringable
-from .run import CallRun, Leg, LegEvent, Replies
+from .run import SHUTDOWN_REASON, CallRun, Leg, LegEvent, Replies
 
 log = structlog.get_logger(__name__)
 
@@ -104,6 +105,9 @@ class SignalingService:
         self._routes: dict[str, CallRun] = {}  # call or child call sid -> its run
         self._active: set[str] = set()  # calls in progress on this node (for the limit)
         self._tasks = TaskSet("signaling")
+        # Set by drain(): new calls are refused; set again when the last call ends.
+        self.draining = False
+        self._idle = asyncio.Event()
         mailbox.on("place_call", self._on_place_call)
         mailbox.on("call_event", self._on_call_event)
 
@@ -181,8 +185,13 @@ class SignalingService:
     ) -> FetchedInstructions | None:
         """Fetch a document for this run; on failure the run ends with the error."""
         params = {**run.instruction_params(), **extra}
+        fetch = self.fetcher.fetch_with_fallback(url, method, fallback_url, fallback_method, params, run.account.auth_token)
         try:
-            return await self.fetcher.fetch_with_fallback(url, method, fallback_url, fallback_method, params, run.account.auth_token)
+            if isinstance(run, CallRun):
+                # The drain may run out while the customer's server takes its time
+                # (up to 15 s): the call ends then, not when the answer comes.
+                return await _unless_stopped(fetch, run.stopping)
+            return await fetch
         except FetchError as exc:
             await self.instructions_failed(run, exc.code, exc.message)
             return None
@@ -255,6 +264,8 @@ class SignalingService:
         return len(self._active)
 
     def _check_capacity(self) -> None:
+        if self.draining:
+            raise Draining()
         if len(self._active) >= self.config.signaling.max_concurrent_calls:
             raise CallLimitReached()
 
@@ -268,6 +279,7 @@ class SignalingService:
     async def _run_call(self, run: CallRun, webhook: Webhook) -> None:
         """Fetch the call's instructions and execute them to the end."""
         self.route(run.sid, run)
+        run.task = asyncio.current_task()
         try:
             # An inbound call rings while its instructions are fetched (its first
             # request says CallStatus=ringing); the first verb that needs an
@@ -282,6 +294,9 @@ class SignalingService:
             log.exception("call failed", call_sid=run.sid)
             await run.move(CallEvent.FAIL)
             await self.tell_caller(run, m.CallProgress(call=run.sid, status="completed", reason="failed"))
+        except asyncio.CancelledError:
+            await self._finish_cancelled(run)
+            raise
         finally:
             await self._end_run(run)
 
@@ -291,22 +306,38 @@ class SignalingService:
         for sid in [s for s, r in self._routes.items() if r is run]:
             del self._routes[sid]
         self._active.discard(run.sid)
+        if not self._active:
+            self._idle.set()
         while not run.events.empty():
             ev = run.events.get_nowait()
             if ev.request_id is not None or ev.event in ("accept", "signal"):
                 await self.refuse(ev, ErrorCode.CALL_NOT_FOUND, "the call has ended")
 
     async def _finish(self, run: CallRun, reason: str) -> None:
-        if run.end_reason is not None and run.record.status in ("initiated", "ringing"):
+        if run.shutdown and run.record.status in ("initiated", "ringing"):
+            await run.move(CallEvent.CANCEL)  # ended by the drain before anything answered it
+            reason = SHUTDOWN_REASON
+        elif run.end_reason is not None and run.record.status in ("initiated", "ringing"):
             await run.move(CallEvent.REJECT)  # <Reject> before anything answered: busy
             reason = run.end_reason
         elif run.record.status in ("initiated", "ringing"):
             await run.move(CallEvent.ANSWER, CallEvent.HANGUP)  # a document of only Redirects and Reject-free flow
         elif run.record.status == "in-progress":
             await run.move(CallEvent.HANGUP)
-        if run.record.status == "failed" or run.record.error_code is not None:
+        if run.shutdown:
+            reason = SHUTDOWN_REASON  # whatever the run was doing when the drain ran out
+        elif run.record.status == "failed" or run.record.error_code is not None:
             reason = "failed"  # the instructions failed, before or after the call was answered
         await self.tell_caller(run, m.CallProgress(call=run.sid, status="completed", reason=reason))
+
+    async def _finish_cancelled(self, run: CallRun) -> None:
+        """The run's task was cancelled: by the drain's last resort (a run that
+        did not end within DRAIN_STOP_WAIT of being stopped), or by close().
+        Its call still ends properly when the drain stopped it; a plain close
+        (no drain) leaves it to the gateways' signaling_lost, as before."""
+        if run.shutdown:
+            with contextlib.suppress(Exception):
+                await self._finish(run, SHUTDOWN_REASON)
 
     def _on_place_call(self, msg: dict[str, Any]) -> None:
         self.spawn(self._place_call(msg))
@@ -324,6 +355,9 @@ class SignalingService:
             return
         try:
             record = await self._new_call(account, caller.address, msg["to"], "inbound")
+        except Draining:
+            await self._refuse_placed_call(msg, caller)
+            return
         except CallLimitReached:
             await self.deliver(caller.node_id or "", caller.session_id or "", m.Error(
                 code=ErrorCode.CALL_LIMIT.code, message=ErrorCode.CALL_LIMIT.message, id=msg.get("request_id"),
@@ -394,6 +428,7 @@ class SignalingService:
 
     async def _ring_then_run(self, run: CallRun, webhook: Webhook, timeout: int) -> None:
         self.route(run.sid, run)
+        run.task = asyncio.current_task()
         try:
             await run.move(CallEvent.START)
             identity = run.record.to[len("client:"):] if run.record.to.startswith("client:") else run.account.identity_for_phone(run.record.to)
@@ -414,11 +449,92 @@ class SignalingService:
             fetched = await self.fetch(run, webhook.url, webhook.method, webhook.fallback_url, webhook.fallback_method, {})
             reason = "failed" if fetched is None else await self.executor.execute(run, fetched)
             await self._finish(run, reason)
+        except asyncio.CancelledError:
+            await self._finish_cancelled(run)
+            raise
         finally:
             await self._end_run(run)
 
+    # -- draining (a graceful stop) ------------------------------------------------------------
+
+    async def _refuse_placed_call(self, msg: dict[str, Any], caller: Leg) -> None:
+        """A client's call reached this node while it drains. A gateway that can
+        re-offer it (``reoffer`` in its message) gets it back and offers it to
+        another signaling node; an older one's client is told 10016 (temporary:
+        placing the call again reaches another node, this one has left the registry)."""
+        if msg.get("reoffer"):
+            fields = {k: v for k, v in msg.items() if k not in ("from_node", "kind")}
+            await self.mailbox.send(caller.node_id or "", "place_call_refused", **fields)
+            return
+        await self.deliver(caller.node_id or "", caller.session_id or "", m.Error(
+            code=ErrorCode.ENGINE_UNAVAILABLE.code, message="this signaling node is shutting down; place the call again",
+            id=msg.get("request_id"),
+        ))
+
+    async def drain(self, timeout: float) -> int:
+        """A graceful stop: refuse new calls from now on, let the calls in
+        progress go on for up to ``timeout`` seconds (returning as soon as the
+        last one ends), then end those still running for both parties
+        ('server_shutdown'), their records final through the state table.
+        Returns how many calls the drain had to end."""
+        self.draining = True
+        self._idle.clear()
+        if self._active:
+            log.info("draining calls", calls=len(self._active), timeout=timeout)
+            waiter = asyncio.ensure_future(self._idle.wait())
+            sleep = asyncio.ensure_future(self.clock.sleep(timeout))
+            try:
+                await asyncio.wait({waiter, sleep}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()
+                sleep.cancel()
+        runs = [run for run in self._runs() if run.sid in self._active]
+        if not runs:
+            return 0
+        log.warning("drain time over; ending the calls still in progress", calls=len(runs))
+        for run in runs:
+            run.stop()
+        # Each run ends at its next wait (ringing, the bridge, a Pause, a fetch),
+        # in a few store writes. One stuck elsewhere (a Message action waiting
+        # for its delivery) is cancelled, and still finished (_finish_cancelled).
+        tasks = {run.task for run in runs if run.task is not None and not run.task.done()}
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=DRAIN_STOP_WAIT)
+            if late:
+                # Cancelled once (not cancel_and_wait, which cancels again): each
+                # catches it and finishes its call, which takes a few writes.
+                log.warning("calls did not end when stopped; cancelling them", calls=len(late))
+                for task in late:
+                    task.cancel()
+                await asyncio.wait(late, timeout=DRAIN_STOP_WAIT)
+        return len(runs)
+
     async def close(self) -> None:
         await self._tasks.close()
+
+
+# Seconds, in real time, that calls stopped by the drain get to end by
+# themselves (a few store writes and frames each) before they are cancelled.
+DRAIN_STOP_WAIT = 5.0
+
+
+async def _unless_stopped(fetch: Coroutine[Any, Any, FetchedInstructions], stopping: asyncio.Event) -> FetchedInstructions | None:
+    """``fetch``'s answer, or None once ``stopping`` is set first (the fetch is cancelled)."""
+    if stopping.is_set():
+        fetch.close()
+        return None
+    task = asyncio.ensure_future(fetch)
+    stopped = asyncio.ensure_future(stopping.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
 
 
 def _verb_fields(verb: Verb) -> dict[str, Any]:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from presence_server.engines.calls import CallRecord
@@ -49,3 +51,29 @@ def test_api_rendering() -> None:
     api = rec.to_api()
     assert api["duration"] == "61" and api["from"] == "client:alice" and api["uri"].endswith(f"/Calls/{rec.sid}.json")
     assert api["start_time"] == "Thu, 01 Jan 1970 00:01:40 +0000"
+
+
+async def test_update_if_moves_a_call_only_from_the_expected_status(engine: Engine) -> None:
+    store = engine.calls
+    await store.create(call(1, status="in-progress"))
+    moved = await store.update_if(ACC, call(1).sid, "in-progress", status="completed", end_time=20.0)
+    assert moved is not None and moved.status == "completed" and moved.end_time == 20.0
+    # A second process that read the same status loses: the record keeps the first's end.
+    assert await store.update_if(ACC, call(1).sid, "in-progress", status="failed", end_time=30.0) is None
+    assert await store.get(ACC, call(1).sid) == moved
+    # Unknown calls and other accounts' calls are not touched.
+    assert await store.update_if(ACC, call(2).sid, "in-progress", status="completed") is None
+    await store.create(call(3, OTHER, status="ringing"))
+    assert await store.update_if(ACC, call(3).sid, "ringing", status="canceled") is None
+    assert (await store.get(OTHER, call(3).sid)).status == "ringing"  # type: ignore[union-attr]
+
+
+async def test_update_if_applies_exactly_once_among_concurrent_callers(engine: Engine) -> None:
+    """Several gateways notice the same dead signaling process at once: one of
+    them finishes each call."""
+    store = engine.calls
+    await store.create(call(1, status="ringing"))
+    results = await asyncio.gather(*(store.update_if(ACC, call(1).sid, "ringing", status="canceled", end_time=float(n)) for n in range(8)))
+    won = [r for r in results if r is not None]
+    assert len(won) == 1
+    assert await store.get(ACC, call(1).sid) == won[0]

@@ -8,11 +8,13 @@ import asyncio
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import pytest
+import redis.asyncio
 from redis.asyncio.connection import Connection
+from redis.exceptions import MaxConnectionsError
 
 from presence_server.engines.calls import CallRecord
 from presence_server.engines.redis import RedisEngine
-from presence_server.engines.redis.topology import MAX_CONNECTIONS
+from presence_server.engines.redis.pool import MAX_CONNECTIONS, WaitingConnectionPool
 from protocol.addresses import new_sid
 
 ACC = "AC" + "1" * 32
@@ -104,11 +106,38 @@ async def test_one_round_trip_updates_still_refuse_what_the_memory_engine_refuse
     assert await engine.calls.list(ACC) == [record]  # an update of a missing call created nothing
 
 
-async def test_a_burst_past_redis_pys_default_pool_does_not_fail(engine: RedisEngine) -> None:
-    # redis-py's default pool fails the 101st concurrent command with
-    # MaxConnectionsError (EngineUnavailable here): 200 calls/s did that.
-    assert MAX_CONNECTIONS >= 500
-    records = [call() for _ in range(400)]
+async def test_a_burst_past_the_pool_waits_for_connections_instead_of_failing(engine: RedisEngine, redis_url: str) -> None:
+    # redis-py's own pool fails the command that finds every connection busy with
+    # MaxConnectionsError (EngineUnavailable here): 200 calls/s, or a thousand
+    # clients leaving at once, did that.
+    records = [call() for _ in range(3 * MAX_CONNECTIONS)]
     await asyncio.gather(*(engine.calls.create(r) for r in records))
     got = await asyncio.gather(*(engine.calls.get(ACC, r.sid) for r in records))
     assert got == records
+    probe = redis.asyncio.from_url(redis_url)
+    try:
+        clients = (await probe.info("clients"))["connected_clients"]
+    finally:
+        await probe.aclose()
+    assert clients <= MAX_CONNECTIONS + 3  # the pool's, the bus's subscriber, this probe
+
+
+async def test_a_command_waits_for_a_connection_no_longer_than_the_timeout(redis_url: str) -> None:
+    pool = WaitingConnectionPool.from_url(redis_url, max_connections=1, timeout=0.2)
+    client = redis.asyncio.Redis.from_pool(pool)
+    try:
+        holder = asyncio.ensure_future(client.blpop(["nothing-here"], timeout=1))  # holds the only connection for 1 s
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(MaxConnectionsError):
+            await client.get("x")
+        assert 0.15 <= loop.time() - started < 0.9
+        assert await holder is None
+        assert await client.get("x") is None  # released: the next command gets it at once
+        # Waiters are served as connections come back, not failed.
+        pool.timeout = 5.0
+        results = await asyncio.gather(*(client.incr("n") for _ in range(20)))
+        assert sorted(results) == list(range(1, 21))
+    finally:
+        await client.aclose()

@@ -85,6 +85,7 @@ password = "{OPERATOR[1]}"
 
 [signaling]
 message_ack_timeout = 3.0
+drain_timeout = 1.0
 
 [engine]
 data_dir = "{workdir / 'data'}"

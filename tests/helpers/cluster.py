@@ -47,6 +47,9 @@ class Settings:
     heartbeat: float = 0.5  # [server] node_heartbeat
     job_lease: float = 3.0  # [messaging] lease
     ack_timeout: float = 1.0  # [signaling] message_ack_timeout
+    # [signaling] drain_timeout: a signaling process SIGTERMed with calls up ends
+    # them after this (the teardown's stop_all expects every process gone in ~5 s).
+    drain: float = 1.0
     # The providers, as TOML: by default one outbox (shared by the messaging
     # processes, see Cluster.shared_dirs) with a throughput limit, so a backlog builds up.
     providers: str = '[[providers]]\nname = "outbox"\nkind = "outbox"\ntimeout = 1.0\nmps = 100\nburst = 10\n'
@@ -138,6 +141,7 @@ allow_private_urls = true
 
 [signaling]
 message_ack_timeout = {s.ack_timeout}
+drain_timeout = {s.drain}
 
 [messaging]
 lease = {s.job_lease}

@@ -81,6 +81,10 @@ def make_config(accounts: list[TestAccount], **sections: Any) -> Config:
     # Each server gets its own data_dir (message records, outbox) unless a test names
     # one, so that tests neither write ./data nor see each other's records.
     data["engine"] = {"data_dir": fresh_data_dir(), **data.get("engine", {})}
+    # No call drain when a test stops its server, unless the test asks for one:
+    # the drain sleeps on the node's clock, which in most tests is a ManualClock
+    # that nothing advances at teardown.
+    data["signaling"] = {"drain_timeout": 0.0, **data.get("signaling", {})}
     return parse_config(data, environ={})
 
 

@@ -30,6 +30,7 @@ class SignalingEnv:
     server: RunningServer
     ins: InstructionServer
     app_sid: str
+    stopped: bool = False  # a test stopped the server itself (its teardown does not again)
 
     @property
     def account(self) -> TestAccount:
@@ -93,18 +94,22 @@ def dial_client(ins: InstructionServer, identity: str, action: str | None = None
 
 
 @contextlib.asynccontextmanager
-async def signaling_env(data_dir: str) -> AsyncIterator[SignalingEnv]:
+async def signaling_env(data_dir: str, *, status_callback: str | None = None, **sections: Any) -> AsyncIterator[SignalingEnv]:
     """An account (alice and bob, with phones) whose application's voice URL
     and number's sms_url point at a fresh instruction server; the outbox
     provider takes carrier ingress. Checks at the end that every instruction
-    request was signed."""
+    request was signed. ``status_callback``: a path of the instruction server
+    for the application's status callbacks; ``sections``: more configuration."""
     ins = InstructionServer(auth_token="")
     await ins.start()
     account = TestAccount(identities=[{"identity": "alice", "phone": ALICE_PHONE}, {"identity": "bob", "phone": BOB_PHONE}])
     ins.auth_token = account.auth_token
     app_sid = new_sid("AP")
     account.extra = {
-        "applications": [{"sid": app_sid, "voice_url": ins.url("/voice"), "voice_fallback_url": ins.url("/voice-fallback")}],
+        "applications": [{
+            "sid": app_sid, "voice_url": ins.url("/voice"), "voice_fallback_url": ins.url("/voice-fallback"),
+            **({"status_callback": ins.url(status_callback)} if status_callback else {}),
+        }],
         "phone_numbers": [{"number": NUMBER, "voice_url": ins.url("/inbound"), "sms_url": ins.url("/sms")}],
         "fallback": {"from_number": NUMBER},
     }
@@ -113,11 +118,14 @@ async def signaling_env(data_dir: str) -> AsyncIterator[SignalingEnv]:
         security={"allow_private_urls": True},
         engine={"data_dir": data_dir},
         providers=[{"name": "outbox", "kind": "outbox", "inbound_username": INGRESS[0], "inbound_password": INGRESS[1]}],
+        **sections,
     )
+    env = SignalingEnv(server, ins, app_sid)
     try:
-        yield SignalingEnv(server, ins, app_sid)
+        yield env
     finally:
-        await server.node.stop()
+        if not env.stopped:
+            await server.node.stop()
         await ins.stop()
     assert ins.all_signed(), [r for r in ins.received if not r.signature_valid]
 

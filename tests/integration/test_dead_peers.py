@@ -225,3 +225,37 @@ async def test_no_verdict_while_redis_is_away(tmp_path: Any) -> None:
             await peer.close()
             for engine in engines:
                 await engine.close()
+
+
+async def test_a_dead_signaling_node_s_call_records_are_finished_once(deployment: Deployment) -> None:
+    """Nobody runs a dead signaling node's calls any more: the gateways that end
+    them for their sessions finish their records too (final, with an end), one
+    gateway each record, whichever notices first (a conditional update)."""
+    d = deployment
+    alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
+    carol = await d.client("A", "carol")
+    call, leg = await answered_call(d, alice, bob)
+    await carol.send({"type": "call", "to": "client:bob", "id": 3})
+    ringing_call = (await carol.recv_type("call_created"))["call"]
+    ringing_leg = (await bob.recv_type("invite"))["call"]
+    await d.nodes["S"].mailbox.close()  # killed
+    calls, acc = d.nodes["A"].engine.calls, d.account.sid
+
+    async def records() -> dict[str, Any]:
+        return {sid: await calls.get(acc, sid) for sid in (call, leg, ringing_call, ringing_leg)}
+
+    await d.watch_twice("A")  # A holds the callers: it knows the parent calls
+    after_a = await records()
+    assert after_a[call].status == after_a[ringing_call].status == "completed"  # answered by their Dial
+    assert after_a[call].end_time == after_a[ringing_call].end_time == d.clock.time()
+    assert (after_a[leg].status, after_a[ringing_leg].status) == ("in-progress", "initiated")  # only B knows them
+
+    await d.watch_twice("B")  # B holds the callee: it knows the legs, and their parents
+    after_b = await records()
+    assert (after_b[leg].status, after_b[ringing_leg].status) == ("completed", "failed")
+    # (B's own heartbeat loop may have judged S before the test's second probe did.)
+    assert after_a[call].end_time < after_b[leg].end_time == after_b[ringing_leg].end_time <= d.clock.time()
+    # The parents were finished once, by A: B's later attempt wrote nothing.
+    assert (after_b[call], after_b[ringing_call]) == (after_a[call], after_a[ringing_call])
+    for c in (alice, bob, carol):
+        await c.close()

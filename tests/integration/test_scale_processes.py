@@ -412,6 +412,48 @@ async def test_a_drained_gateways_clients_resume_on_the_other_without_a_flap(clu
         await asyncio.to_thread(cluster.procs["gateway-2"].stop)  # whatever happened above, it is gone after
 
 
+# -- e2. a signaling process drained with SIGTERM ---------------------------------------------------
+
+
+async def test_a_drained_signaling_process_ends_its_calls_for_both_parties(cluster: Cluster) -> None:
+    """SIGTERM the signaling process running an answered call: the call goes on
+    for [signaling] drain_timeout (1 s here), then both parties are told
+    (server_shutdown), the records are final, and the process exits cleanly."""
+    await asyncio.gather(
+        cluster.ensure("gateway-1", "gateway"), cluster.ensure("gateway-2", "gateway"), cluster.ensure("signaling", "signaling")
+    )
+    if "signaling-2" in cluster.procs:  # left by an earlier test: the call must run on 'signaling'
+        await asyncio.to_thread(cluster.procs["signaling-2"].stop)
+    bob = Frames(await cluster.client("gateway-2", "bob"))
+    alice = Frames(await cluster.client("gateway-1", "alice"))
+    try:
+        call_sid = await place_call(cluster, alice, "client:bob")
+        invite = await bob.type("invite")
+        await bob.client.send({"type": "accept", "call": invite["call"], "id": "a"})
+        assert (await bob.type("ok"))["id"] == "a"
+        await alice.expect(lambda f: f["type"] == "call_progress" and f["status"] == "answered")
+        process = cluster.procs["signaling"].proc
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        assert await bob.type("hangup") == {"type": "hangup", "call": invite["call"], "reason": "server_shutdown"}
+        assert await alice.type("hangup") == {"type": "hangup", "call": call_sid, "reason": "server_shutdown"}
+        ended = await alice.type("call_progress")
+        assert ended == {"type": "call_progress", "call": call_sid, "status": "completed", "reason": "server_shutdown"}
+        code = await asyncio.to_thread(process.wait, 30)
+        assert code == 0, cluster.procs["signaling"].log_tail()
+        took = time.monotonic() - stopped
+        print(f"\nsignaling drained (one call ended by the drain) and exited in {took:.2f} s")
+        assert SETTINGS.drain <= took < SETTINGS.drain + 2 * 1.0 + 3
+        for sid in (call_sid, invite["call"]):
+            status, record = await cluster.rest("gateway-1", "GET", f"/2010-04-01/Accounts/{cluster.account.sid}/Calls/{sid}.json")
+            assert status == 200 and record["status"] == "completed" and record["end_time"] is not None, record
+    finally:
+        await alice.client.close()
+        await bob.client.close()
+        await asyncio.to_thread(cluster.procs["signaling"].stop)  # whatever happened above, it is gone after
+
+
 # -- f. Redis stopped and started again ----------------------------------------------------------
 
 

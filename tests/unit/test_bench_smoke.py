@@ -128,3 +128,27 @@ def test_renderers_produce_sections_with_targets() -> None:
         ramps.append(signaling.Ramp(label, steps))
     text = signaling.render(ENV, args, ramps)
     assert text.count("<!-- target ") == 2 and '"met": true' in text and '"met": false' in text
+
+
+def test_redis_engine_sections_sit_beside_the_embedded_ones() -> None:
+    args = argparse.Namespace(n=100, load="0.1 0.1 0.1", rounds=1, concurrency=10, ks=[1, 1000], connections=4, present=3, engine="redis")
+    prod = [fanout.FanoutRun(k, 2, [0.00001 * k] * k, [0.00001 * k] * 2) for k in (1, 1000)]
+    text = fanout.render(ENV, args, prod, prod)
+    assert "bench:fanout-redis:start" in text and "(Redis engine)" in text and "--engine redis" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("<!-- target ")]
+    assert '"scenario": "fanout-redis"' in line and "(redis)" in line and '"met": true' in line
+    loads = [Load(3, [0.001, 0.002, 0.003], t0=0.0, t1=1.0)]
+    text = query.render(ENV, args, loads, 1e-4, loads, 5e-5)
+    assert "bench:query-redis:start" in text and "redis engine on a local" in text
+
+
+def test_a_before_tree_gets_only_the_config_it_knows(tmp_path: Path) -> None:
+    (tmp_path / "presence_server").mkdir()
+    (tmp_path / "presence_server" / "config.py").write_text(
+        "class ServerConfig:\n    host: str\n    port: int\nclass GatewayConfig:\n    rate: float\nclass Config:\n    server: ServerConfig\n    gateway: GatewayConfig\n    accounts: list\n"
+    )
+    text = '[server]\nhost = "h"\nport = 1\nshutdown_grace = 0.5\n\n[gateway]\nrate = 2.0\nmax_connections_per_address = 0\n\n[http]\nrate = 5.0\n\n[[accounts]]\n'
+    kept = c.config_for_tree(text, tmp_path)
+    assert kept.split("\n") == ["[server]", 'host = "h"', "port = 1", "", "[gateway]", "rate = 2.0", "", "[[accounts]]", ""]
+    with pytest.raises(argparse.ArgumentTypeError):
+        c.before_tree(str(tmp_path))  # no presence_server/cli.py there

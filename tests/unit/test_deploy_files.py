@@ -316,10 +316,12 @@ def test_the_dockerfile_copies_what_exists_and_runs_the_cli() -> None:
 # -- draining fits in the stop timeouts ---------------------------------------------------------
 
 
-def drain_seconds(config: Config) -> float:
-    """How long a SIGTERM may take: connections, then HTTP handlers, each up to
+def drain_seconds(config: Config, roles: tuple[str, ...] = ("gateway",)) -> float:
+    """How long a SIGTERM may take: a signaling process's calls first, up to
+    drain_timeout; then connections, then HTTP handlers, each up to
     shutdown_grace (Node.stop), plus closing everything else."""
-    return 2 * config.server.shutdown_grace
+    calls = config.signaling.drain_timeout if "signaling" in roles else 0.0
+    return calls + 2 * config.server.shutdown_grace
 
 
 def test_termination_grace_covers_the_gateways_drain(tmp_path: Path) -> None:
@@ -329,17 +331,22 @@ def test_termination_grace_covers_the_gateways_drain(tmp_path: Path) -> None:
         (container,) = pod["containers"]
         pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", ["sleep", "0"])
         assert pre_stop[0] == "sleep"
-        assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain_seconds(config) + 5, deployment["metadata"]["name"]
+        roles = roles_of(container["args"])
+        assert pod["terminationGracePeriodSeconds"] >= float(pre_stop[1]) + drain_seconds(config, roles) + 5, deployment["metadata"]["name"]
     (gateway,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "presence-gateway"]
     assert gateway["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert "preStop" in gateway["spec"]["template"]["spec"]["containers"][0]["lifecycle"]
 
     compose_config = load_deploy_config(environ={})
-    grace = compose()["x-presence"]["stop_grace_period"]
-    assert grace.endswith("s") and float(grace[:-1]) >= drain_seconds(compose_config) + 5
+    for service in compose()["services"].values():
+        if service.get("command", [""])[0] == "serve":
+            grace = service["stop_grace_period"]  # its own, or the x-presence anchor's
+            assert grace.endswith("s") and float(grace[:-1]) >= drain_seconds(compose_config, roles_of(service["command"])) + 5
     assert compose()["x-presence"]["stop_signal"] == "SIGTERM"
     unit = (SYSTEMD / "presence-server@.service").read_text()
-    assert float(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1)) >= drain_seconds(compose_config) + 5  # type: ignore[union-attr]
+    # One template for every role's instances: it covers the longest, a signaling one's.
+    every_role = ("gateway", "signaling", "messaging")
+    assert float(re.search(r"^TimeoutStopSec=(\d+)$", unit, re.M).group(1)) >= drain_seconds(compose_config, every_role) + 5  # type: ignore[union-attr]
     assert re.search(r"^KillSignal=SIGTERM$", unit, re.M)
 
 

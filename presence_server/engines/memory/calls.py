@@ -38,6 +38,15 @@ class MemoryCallStore:
         self._calls[sid] = updated
         return updated
 
+    async def update_if(self, account_sid: str, sid: str, expected_status: str, **changes: Any) -> CallRecord | None:
+        # No await between the check and the write: atomic on one event loop.
+        current = self._calls.get(sid)
+        if current is None or current.account_sid != account_sid or current.status != expected_status:
+            return None
+        updated = dataclasses.replace(current, **changes)
+        self._calls[sid] = updated
+        return updated
+
     async def get(self, account_sid: str, sid: str) -> CallRecord | None:
         call = self._calls.get(sid)
         return call if call is not None and call.account_sid == account_sid else None

@@ -23,7 +23,7 @@ from redis.asyncio.client import Pipeline
 
 from ..calls import CallRecord
 from .keys import CALL, KeySpace, as_text
-from .scripts import CREATE_RECORD, DROP_RECORD, UPDATE_RECORD, Scripts, unavailable_on_redis_errors
+from .scripts import CREATE_RECORD, DROP_RECORD, UPDATE_RECORD, UPDATE_RECORD_IF, Scripts, unavailable_on_redis_errors
 
 R = TypeVar("R")
 
@@ -140,6 +140,22 @@ class RecordTable(Generic[R]):
         # The record as stored now, with any concurrent update of other fields.
         return self.decode(dict(zip(reply[::2], reply[1::2])))
 
+    async def update_if(self, account_sid: str, sid: str, field: str, expected: Any, changes: dict[str, Any]) -> R | None:
+        """update(), only while ``field`` holds ``expected`` (one script: check and write)."""
+        if field not in self._known:
+            raise TypeError(f"{self._type.__name__} has no field {field!r}")
+        if self._checked or "sid" in changes or "account_sid" in changes:
+            raise ValueError("conditional updates are for records without checks, and never of sid or account_sid")
+        unknown = [name for name in changes if name not in self._known]
+        if unknown:
+            raise TypeError(f"{self._type.__name__} has no field {unknown[0]!r}")
+        # Stored values are msgpack, and msgpack of equal values is equal bytes.
+        args = [field, msgpack.packb(expected, use_bin_type=True), *encode_fields(changes)]
+        reply = await self._scripts.call(UPDATE_RECORD_IF, [self._keys.record(account_sid, self.kind, sid)], args)
+        if reply is None:
+            return None
+        return self.decode(dict(zip(reply[::2], reply[1::2])))
+
     async def list(
         self, account_sid: str, match: Callable[[R], bool] | None, limit: int, offset: int, index: str | None = None
     ) -> builtins.list[R]:
@@ -209,6 +225,10 @@ class RedisCallStore:
     @unavailable_on_redis_errors
     async def update(self, account_sid: str, sid: str, **changes: Any) -> CallRecord | None:
         return await self._table.update(account_sid, sid, changes)
+
+    @unavailable_on_redis_errors
+    async def update_if(self, account_sid: str, sid: str, expected_status: str, **changes: Any) -> CallRecord | None:
+        return await self._table.update_if(account_sid, sid, "status", expected_status, changes)
 
     @unavailable_on_redis_errors
     async def get(self, account_sid: str, sid: str) -> CallRecord | None:

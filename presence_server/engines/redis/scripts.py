@@ -322,7 +322,25 @@ return redis.call('HGETALL', KEYS[1])
 """,
 )
 
-ALL_SCRIPTS = (UPSERT, REMOVE, LINGER, RENEW, SWEEP, CREATE_RECORD, DROP_RECORD, UPDATE_RECORD)
+# KEYS: record
+# ARGV: field, expected value (encoded as stored), then field, value...
+# UPDATE_RECORD only while one field holds the expected value (a call still in the
+# status it was read in): the check and the write are one step, so of several
+# processes finishing the same call exactly one does. Returns false otherwise.
+UPDATE_RECORD_IF = LuaScript(
+    "update_record_if",
+    """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return false
+end
+if #ARGV > 2 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+end
+return redis.call('HGETALL', KEYS[1])
+""",
+)
+
+ALL_SCRIPTS = (UPSERT, REMOVE, LINGER, RENEW, SWEEP, CREATE_RECORD, DROP_RECORD, UPDATE_RECORD, UPDATE_RECORD_IF)
 
 
 class Scripts:

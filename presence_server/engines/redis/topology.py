@@ -24,15 +24,9 @@ from redis.asyncio.cluster import ClusterNode
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from .pool import MAX_CONNECTIONS, WaitingConnectionPool
+
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
-# Connections one process keeps to a single Redis at most. redis-py's default
-# (100 since redis-py 5) fails the command that would be the 101st in flight with
-# MaxConnectionsError, which a call burst or a registration storm on one busy node
-# reaches (the first benchmarks' 503s at 200 calls/s were that). Past this bound a
-# command still fails at once (EngineUnavailable: the node is overloaded) rather
-# than wait: redis-py's blocking pool hands connections over through a lock and a
-# condition, which under load added hundreds of milliseconds per call.
-MAX_CONNECTIONS = 1000
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 
 
@@ -119,9 +113,12 @@ def client(target: Target, *, retries: int, **options: Any) -> Any:
     """A command client: ``redis.asyncio.Redis`` or ``RedisCluster`` (same command API)."""
     retry = Retry(NoBackoff(), retries, supported_errors=(redis.exceptions.ConnectionError,) if retries else ())
     if not target.cluster:
-        # A blocking pool: past MAX_CONNECTIONS commands in flight, the next waits
-        # for a connection (up to the socket timeout) instead of failing at once.
-        return redis.asyncio.from_url(target.url, retry=retry, max_connections=MAX_CONNECTIONS, **options)
+        # Past MAX_CONNECTIONS commands in flight the next waits for a connection
+        # (up to the socket timeout) instead of failing at once (pool.py).
+        pool = WaitingConnectionPool.from_url(
+            target.url, retry=retry, max_connections=MAX_CONNECTIONS, timeout=options.get("socket_timeout"), **options
+        )
+        return redis.asyncio.Redis.from_pool(pool)
     return _Cluster(
         startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
         username=target.username,
