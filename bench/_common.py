@@ -17,10 +17,12 @@ import platform
 import re
 import resource
 import secrets
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -315,12 +317,93 @@ def config_for_tree(text: str, tree: Path) -> str:
     return "\n".join(kept) + "\n"
 
 
+def before_note(args: Any) -> str:
+    """The sentence that says what the rows labelled "(before)" are, or ""."""
+    tree = getattr(args, "before", None)
+    if tree is None:
+        return ""
+    try:
+        commit = subprocess.run(["git", "-C", str(tree), "log", "-1", "--format=%h %s"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    what = f"commit {commit.split(' ', 1)[0]}" if commit else str(tree)
+    return (f"\nRows labelled *(before)*: the product as of {what}, run from a git worktree of it"
+            " (`--before PATH`) in the same interleaving as the others, so before and after meet the same machine.\n")
+
+
 def before_tree(value: str) -> Path:
     """argparse type of ``--before``: a checkout holding presence_server/."""
     path = Path(value).resolve()
     if not (path / "presence_server" / "cli.py").exists():
         raise argparse.ArgumentTypeError(f"{path} holds no presence_server/cli.py")
     return path
+
+
+class RedisServer:
+    """A redis-server of our own on a free port (persistence off), like
+    tests/helpers/redis_server.py, without that module's pytest import (the
+    bench extra does not install pytest)."""
+
+    def __init__(self) -> None:
+        self.exe = shutil.which("redis-server")
+        self.port = free_port()
+        self.dir = Path(tempfile.gettempdir()) / f"bench-redis-{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        assert self.exe is not None
+        self.dir.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
+             "--daemonize", "no", "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        import socket
+
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start on {self.port}")
+
+    def commandstats(self) -> dict[str, int]:
+        """Commands the server has run so far, by name (INFO commandstats)."""
+        import socket
+
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"INFO commandstats\r\n")
+            data = b""
+            while True:
+                data += sock.recv(65536)
+                head, _, rest = data.partition(b"\r\n")
+                if head.startswith(b"$") and len(rest) >= int(head[1:]):
+                    break
+        counts = {}
+        for line in rest.decode().splitlines():
+            if line.startswith("cmdstat_"):
+                name, _, stats = line[8:].partition(":")
+                counts[name] = int(stats.split("calls=", 1)[1].split(",", 1)[0])
+        return counts
+
+    def version(self) -> str:
+        assert self.exe is not None
+        out = subprocess.run([self.exe, "--version"], capture_output=True, text=True, timeout=10).stdout
+        return next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), out.strip())
+
+    def cleanup(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 # -- profiles (py-spy) ----------------------------------------------------------------
@@ -555,7 +638,8 @@ def targets_table(text: str) -> str:
 Rebuilt from the scenarios' sections each time one of them runs: the figure of
 each scenario's latest run, so rows can come from different runs. Measured on
 small shared machines: see each section for the baseline ratios and the
-[analysis](#analysis-what-limits-each-figure-first-pass) for what limits each figure.
+[analysis](#analysis-what-limits-each-figure) for what limits each figure, and
+[Make it fast](#make-it-fast-what-changed-before-and-after) for the before/after figures.
 
 | target | latest figure | | scenario |
 |---|---|---|---|

@@ -37,6 +37,12 @@ from bench._wsload import Opened, WSConn, close_all, connect, open_many
 from tests.helpers.process import ServerProcess
 
 NAME = "fanout"
+
+
+def section_of(args: argparse.Namespace) -> str:
+    """This run's section: ``fanout``, or ``fanout-redis`` on the Redis engine."""
+    engine = getattr(args, "engine", "embedded")
+    return NAME if engine == "embedded" else f"{NAME}-{engine}"
 TARGET_K = 1000
 TARGET_P99 = 0.050
 PACE = 0.060  # seconds between two changes, at least
@@ -193,13 +199,16 @@ def render(env: dict[str, str], args: argparse.Namespace, prod: list[FanoutRun],
                    f" {TARGET_P99 * 1000:.0f} ms ({c.fmt_ratio(c.ratio(at.p(0.99), at_base.p(0.99)))}× the bare relay's p99).")
     else:
         met, figure, verdict = None, f"K = {TARGET_K} not run", f"K = {TARGET_K} was not part of this run."
-    image = c.plot(NAME, lambda ax: draw(ax, prod, base))
+    image = c.plot(section_of(args), lambda ax: draw(ax, prod, base))
     img = f"\n![Fan-out latency against K]({image})\n" if image else ""
-    return c.section(NAME, f"""
-## Presence fan-out: one change to K subscribers
+    redis = getattr(args, "engine", "embedded") == "redis"
+    engine = ("redis engine on a local `redis-server` (every change goes through Redis: the script, then PUBLISH to the"
+              " account's channel and back to this node's subscriber connection)") if redis else "embedded engine"
+    return c.section(section_of(args), f"""
+## Presence fan-out: one change to K subscribers{' (Redis engine)' if redis else ''}
 
-`python -m bench.fanout --k {','.join(map(str, args.ks))}` ({c.utc_now()}; load average before the run
-{args.load}). One server process (the product: embedded engine, logging
+`python -m bench.fanout --k {','.join(map(str, args.ks))}{' --engine redis' if redis else ''}` ({c.utc_now()}; load average before the run
+{args.load}). One server process (the product: {engine}, logging
 `info`; then the baseline), one load-generator process (bench/_wsload.py)
 holding the publisher's session and the K subscribers' sessions (each its own
 identity, subscribed to `pub`). Each round `pub` sends `presence` (status
@@ -219,7 +228,7 @@ K a part of the spread is its own parsing, the same for both servers.
 {chr(10).join(rows)}
 {img}
 {verdict}
-{c.target_line(NAME, f"presence change to {TARGET_K} subscribers p99 ≤ {TARGET_P99 * 1000:.0f} ms", figure, met)}
+{c.target_line(section_of(args), f"presence change to {TARGET_K} subscribers p99 ≤ {TARGET_P99 * 1000:.0f} ms{' (redis)' if redis else ''}", figure, met)}
 """)
 
 
@@ -249,18 +258,32 @@ async def main_async(args: argparse.Namespace) -> int:
     tokens = [account.token(f"sub-{i}", subscribe=["pub"]) for i in range(total)]
     pub_token = account.token("pub", subscribe=False)
     finished = False
+    redises: list[c.RedisServer] = []
+
+    def server(name: str, tree: Path | None = None) -> ServerProcess:
+        url = None
+        if args.engine == "redis":
+            redis = c.RedisServer()
+            redis.start()
+            redises.append(redis)
+            url = redis.url
+        return c.product_server(workdir, account, name=name, log_level=args.log_level, engine_url=url, tree=tree)
+
     try:
-        product = c.product_server(workdir, account, log_level=args.log_level)
+        product = server("product")
         product_sub = lambda i: {"type": "register", "id": i, "token": tokens[i]}  # noqa: E731
         product_pub = {"type": "register", "id": "p", "token": pub_token}
         if args.profile:
             finished = True  # nothing to keep for a profile run
             return await profile(product, args, product_pub, product_sub)
-        prod, base = await run_targets([
+        targets = [
             ("product", product, product_pub, product_sub, True),
             ("bare", c.helper_server(workdir, "ws-aiohttp"), {"type": "register", "identity": "pub"},
              lambda i: {"type": "register", "identity": f"sub-{i}"}, False),
-        ], args)
+        ]
+        if args.before:
+            targets.append(("product (before)", server("before", args.before), product_pub, product_sub, True))
+        prod, base, *before = await run_targets(targets, args)
         print()
         for p, b in zip(prod, base):
             print(f"K={p.k:5}  product p50 {c.ms(p.p(0.5)):>9} p99 {c.ms(p.p(0.99)):>9}   bare p50 {c.ms(b.p(0.5)):>9} p99 {c.ms(b.p(0.99)):>9}"
@@ -268,12 +291,17 @@ async def main_async(args: argparse.Namespace) -> int:
         at = next((p for p in prod if p.k == TARGET_K), None)
         if at is not None:
             print(f"target p99 ≤ {TARGET_P99 * 1000:.0f} ms at K = {TARGET_K}: {'met' if at.p(0.99) <= TARGET_P99 else 'NOT met'}")
+        for q in before[0] if before else []:
+            print(f"K={q.k:5}  product (before) p50 {c.ms(q.p(0.5)):>9} p99 {c.ms(q.p(0.99)):>9}"
+                  f"   server CPU {q.server_cpu / max(1, q.rounds) * 1e3:.2f} ms per change")
         if not args.no_write:
-            c.write_section(NAME, render(env, args, prod, base), env)
-            print(f"\nwrote the {NAME} section of {c.DOC.relative_to(c.ROOT)}")
+            c.write_section(section_of(args), render(env, args, prod, base), env, after=f"{NAME}-profile" if section_of(args) != NAME else None)
+            print(f"\nwrote the {section_of(args)} section of {c.DOC.relative_to(c.ROOT)}")
         finished = True
         return 0
     finally:
+        for redis in redises:
+            redis.cleanup()
         if finished and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -303,8 +331,10 @@ async def profile(server: ServerProcess, args: argparse.Namespace, pub_frame: di
         await close_all(subs.conns)
         server.stop()
     if result:
-        c.write_profile(NAME, f"python -m bench.{NAME} --profile --k {k}", result,
-                        f"one identity changed its status {rounds} times in front of {k} subscribers", no_write=args.no_write)
+        redis = args.engine == "redis"
+        c.write_profile(section_of(args), f"python -m bench.{NAME} --profile --k {k}{' --engine redis' if redis else ''}", result,
+                        f"one identity changed its status {rounds} times in front of {k} subscribers ({args.engine} engine)",
+                        no_write=args.no_write, after=section_of(args) if redis else None)
     return 0
 
 
@@ -315,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=100, help="subscribers connecting at once (default 100)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's (default info)")
     parser.add_argument("--profile", action="store_true", help="only profile the product (largest K) with py-spy")
+    parser.add_argument("--engine", default="embedded,redis",
+                        help="the product's engines, each run in turn (default embedded,redis: the redis run, on a local"
+                             " redis-server, writes the fanout-redis section)")
+    parser.add_argument("--before", type=c.before_tree, metavar="PATH",
+                        help="also run the product from this checkout (e.g. a git worktree of an earlier commit), labelled"
+                             " 'product (before)', in the same interleaving: before/after figures from one run")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args(argv)
@@ -324,7 +360,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--k takes integers, comma-separated")
     if not args.ks or min(args.ks) < 1:
         parser.error("--k needs positive integers")
-    return int(c.uvloop_run(main_async(args)))
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    if not engines or set(engines) - {"embedded", "redis"}:
+        parser.error("--engine: embedded, redis (comma-separated)")
+    rc = 0
+    for engine in engines:
+        if engine == "redis" and not shutil.which("redis-server"):
+            print("redis-server is not installed (apt-get install redis-server): the redis run is left out", file=sys.stderr)
+            continue
+        args.engine = engine
+        rc = max(rc, int(c.uvloop_run(main_async(args))))
+    return rc
 
 
 if __name__ == "__main__":

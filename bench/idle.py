@@ -149,6 +149,7 @@ The product holds a registered idle session in **{per:.1f} kB**, which {verdict}
 target of at most {TARGET_KB:g} kB per idle registered session
 ({fmt_ratio_x(prod.slope_kib / base.slope_kib)} the bare aiohttp server's
 {kb(base.slope_kib):.1f} kB per connection).
+{c.before_note(args)}
 {c.target_line(args.section, f"idle registered session ≤ {TARGET_KB:g} kB RSS", f"{per:.1f} kB per session at N = {prod.n:,} (bare aiohttp: {kb(base.slope_kib):.1f} kB)", met)}
 """)
 

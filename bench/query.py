@@ -32,6 +32,12 @@ from tests.helpers.process import ServerProcess
 NAME = "query"
 
 
+def section_of(args: argparse.Namespace) -> str:
+    """This run's section: ``query``, or ``query-redis`` on the Redis engine."""
+    engine = getattr(args, "engine", "embedded")
+    return NAME if engine == "embedded" else f"{NAME}-{engine}"
+
+
 class Bursts:
     """One server's bursts: warmed up once, then one burst per call, its CPU
     time counted over the bursts."""
@@ -76,17 +82,20 @@ def show(label: str, loads: list[Load], cpu: float) -> None:
 def render(env: dict[str, str], args: argparse.Namespace, prod: list[Load], pcpu: float, base: list[Load], bcpu: float) -> str:
     p, b = median(prod), median(base)
     r = c.ratio(p.rate, b.rate)
-    image = c.plot(NAME, lambda ax: draw(ax, p, b))
+    image = c.plot(section_of(args), lambda ax: draw(ax, p, b))
     img = f"\n![Query latency CDF]({image})\n" if image else ""
+    redis = getattr(args, "engine", "embedded") == "redis"
+    engine = ("redis engine on a local `redis-server` (each query reads the identity's sessions from Redis: one"
+              " round trip)") if redis else "embedded engine"
 
     def row(label: str, m: Load, loads: list[Load], cpu: float) -> str:
         return (f"| {label} | **{m.rate:,.0f}/s** ({', '.join(f'{x.rate:,.0f}' for x in loads)}) | {c.ms(c.percentile(m.latencies, 0.5))} |"
                 f" {c.ms(c.percentile(m.latencies, 0.99))} | {cpu * 1e6:,.0f} µs |")
 
-    return c.section(NAME, f"""
-## Presence query: REST queries per second
+    return c.section(section_of(args), f"""
+## Presence query: REST queries per second{' (Redis engine)' if redis else ''}
 
-`python -m bench.query --n {args.n}` ({c.utc_now()}; load average before the run
+`python -m bench.query --n {args.n}{' --engine redis' if redis else ''}` ({c.utc_now()}; load average before the run
 {args.load}). One server process at a time, one load-generator process
 (bench/_httpload.py, a raw HTTP/1.1 keep-alive client on uvloop) holding
 {args.present} registered sessions (identities `q-0` … `q-{args.present - 1}`, so every
@@ -95,7 +104,7 @@ queried identity is present) and sending `GET /v1/Accounts/{{AccountSid}}/Presen
 each sending its next request when the previous one is answered. {args.rounds} bursts
 of {args.n} per server after 500 warm-up requests, the two servers taking turns
 (both run all along); the median burst by rate is shown (every burst's rate in
-brackets). The product: embedded engine, logging `info`.
+brackets). The product: {engine}, logging `info`.
 Baseline: an aiohttp hello world answering the same path with a JSON body of
 the same shape (Basic header required, not checked; nothing looked up).
 
@@ -135,8 +144,11 @@ async def main_async(args: argparse.Namespace) -> int:
     account = c.BenchAccount()
     tokens = [account.token(f"q-{i}", subscribe=False) for i in range(args.present)]
     finished = False
+    redis = c.RedisServer() if args.engine == "redis" else None
     try:
-        product = c.product_server(workdir, account, log_level=args.log_level)
+        if redis is not None:
+            redis.start()
+        product = c.product_server(workdir, account, log_level=args.log_level, engine_url=redis.url if redis else None)
         await product.start()
         sessions = await open_many("127.0.0.1", product.port, args.present, lambda i: {"type": "register", "token": tokens[i]})
         if sessions.errors:
@@ -155,8 +167,10 @@ async def main_async(args: argparse.Namespace) -> int:
                     result = profiler.stop() if profiler else None
                 show("product", b.loads, b.cpu_per_query)
                 if result:
-                    c.write_profile(NAME, f"python -m bench.{NAME} --profile --n {args.n}", result,
-                                    f"it answered {args.n + 500} presence queries from {args.connections} connections", no_write=args.no_write)
+                    redis_flag = " --engine redis" if args.engine == "redis" else ""
+                    c.write_profile(section_of(args), f"python -m bench.{NAME} --profile --n {args.n}{redis_flag}", result,
+                                    f"it answered {args.n + 500} presence queries from {args.connections} connections ({args.engine} engine)",
+                                    no_write=args.no_write, after=section_of(args) if args.engine == "redis" else None)
                 finished = True
                 return 0
             await hello.start()
@@ -177,11 +191,14 @@ async def main_async(args: argparse.Namespace) -> int:
             hello.stop()
         print(f"\nratio product / hello world: {c.ratio(median(prod).rate, median(base).rate):.2f}")
         if not args.no_write:
-            c.write_section(NAME, render(env, args, prod, pcpu, base, bcpu), env)
-            print(f"\nwrote the {NAME} section of {c.DOC.relative_to(c.ROOT)}")
+            c.write_section(section_of(args), render(env, args, prod, pcpu, base, bcpu), env,
+                            after=f"{NAME}-profile" if section_of(args) != NAME else None)
+            print(f"\nwrote the {section_of(args)} section of {c.DOC.relative_to(c.ROOT)}")
         finished = True
         return 0
     finally:
+        if redis is not None:
+            redis.cleanup()
         if finished and not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
@@ -196,12 +213,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--present", type=int, default=100, help="registered identities that are queried (default 100)")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's (default info)")
     parser.add_argument("--profile", action="store_true", help="only profile the product with py-spy")
+    parser.add_argument("--engine", default="embedded,redis",
+                        help="the product's engines, each run in turn (default embedded,redis: the redis run, on a local"
+                             " redis-server, writes the query-redis section)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args(argv)
     if args.n < 10 or args.rounds < 1 or args.present < 1:
         parser.error("--n ≥ 10, --rounds ≥ 1, --present ≥ 1")
-    return int(c.uvloop_run(main_async(args)))
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    if not engines or set(engines) - {"embedded", "redis"}:
+        parser.error("--engine: embedded, redis (comma-separated)")
+    rc = 0
+    for engine in engines:
+        if engine == "redis" and not shutil.which("redis-server"):
+            print("redis-server is not installed (apt-get install redis-server): the redis run is left out", file=sys.stderr)
+            continue
+        args.engine = engine
+        rc = max(rc, int(c.uvloop_run(main_async(args))))
+    return rc
 
 
 if __name__ == "__main__":

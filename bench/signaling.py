@@ -439,71 +439,7 @@ class RedisMonitor:
         return dict(self.counts)
 
 
-class Redis:
-    """A redis-server of our own on a free port (persistence off), like
-    tests/helpers/redis_server.py, without that module's pytest import (the
-    bench extra does not install pytest)."""
-
-    def __init__(self) -> None:
-        self.exe = shutil.which("redis-server")
-        self.port = free_port()
-        self.dir = Path(tempfile.gettempdir()) / f"bench-redis-{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        assert self.exe is not None
-        self.dir.mkdir(exist_ok=True)
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-             "--daemonize", "no", "--loglevel", "warning", "--logfile", str(self.dir / "redis.log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        import socket
-
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not start on {self.port}")
-
-    def commandstats(self) -> dict[str, int]:
-        """Commands the server has run so far, by name (INFO commandstats)."""
-        import socket
-
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
-            sock.sendall(b"INFO commandstats\r\n")
-            data = b""
-            while True:
-                data += sock.recv(65536)
-                head, _, rest = data.partition(b"\r\n")
-                if head.startswith(b"$") and len(rest) >= int(head[1:]):
-                    break
-        counts = {}
-        for line in rest.decode().splitlines():
-            if line.startswith("cmdstat_"):
-                name, _, stats = line[8:].partition(":")
-                counts[name] = int(stats.split("calls=", 1)[1].split(",", 1)[0])
-        return counts
-
-    def version(self) -> str:
-        assert self.exe is not None
-        out = subprocess.run([self.exe, "--version"], capture_output=True, text=True, timeout=10).stdout
-        return next((w.split("=", 1)[1] for w in out.split() if w.startswith("v=")), out.strip())
-
-    def cleanup(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+Redis = c.RedisServer
 
 
 async def product_driver(label: str, args: argparse.Namespace, workdir: Path, account: c.BenchAccount, ins_url: str,
@@ -616,6 +552,7 @@ to that identity's WebSocket: the same I/O with no product. Logging `info`.
 {chr(10).join(rows)}
 {img}
 {chr(10).join(lines)}
+{c.before_note(args)}
 {chr(10).join(target_lines)}
 """)
 

@@ -297,6 +297,7 @@ much steadier: by that measure the product does {c.fmt_ratio(c.ratio(cpu_per(b),
 work-rate ({c.ratio(1, cpu_per(p)):,.0f} against {c.ratio(1, cpu_per(b)):,.0f} sessions per CPU-second){cpu_vs_prosody}.
 
 {prosody_line}
+{c.before_note(args)}
 {c.target_line(NAME, f"registration rate ≥ {TARGET_VS_BARE:g}× bare handshake rate", f"{vs_bare:.2f}× ({p.rate:,.0f}/s against {b.rate:,.0f}/s)", met_bare)}
 {c.target_line(NAME, f"registration rate ≥ {TARGET_VS_PROSODY:g}× Prosody login + presence", prosody_figure, met_prosody)}
 """)
@@ -352,6 +353,9 @@ async def main_async(args: argparse.Namespace) -> int:
                 skipped = None
             except _xmpp.ProsodyUnavailable as exc:
                 skipped = Target("Prosody", unavailable=str(exc))
+        if args.before:
+            before = c.product_server(workdir, account, name="before", log_level=args.log_level, tree=args.before)
+            contenders.append(WSContender("product (before)", before, args, product_round, bye=True))
         await interleaved(contenders, args.rounds)
         targets = [k.target for k in contenders] + ([skipped] if skipped else [])
         print()
@@ -398,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"], help="the server's (default info)")
     parser.add_argument("--no-prosody", action="store_true", help="leave Prosody out")
     parser.add_argument("--profile", action="store_true", help="only profile the product with py-spy; writes the profile subsection")
+    parser.add_argument("--before", type=c.before_tree, metavar="PATH",
+                        help="also storm the product run from this checkout (e.g. a git worktree of an earlier commit),"
+                             " labelled 'product (before)', in the same interleaving: before/after figures from one run")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (server logs)")
     args = parser.parse_args(argv)

@@ -41,7 +41,7 @@ class WaitingConnectionPool(redis.asyncio.ConnectionPool):
         deadline = None if self.timeout is None else loop.time() + self.timeout
         while True:
             try:
-                return await super().get_connection(*args, **kwargs)  # type: ignore[no-any-return]
+                return await super().get_connection(*args, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
             except MaxConnectionsError:
                 pass  # all in use: nothing was taken or made; wait for a release
             left = None if deadline is None else deadline - loop.time()
