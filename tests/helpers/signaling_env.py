@@ -14,10 +14,14 @@ from typing import Any, AsyncIterator
 import aiohttp
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from presence_server.clock import ManualClock
+from presence_server.node import Node
 from protocol.addresses import new_sid
+from protocol.tokens import mint_token
 from tests.helpers.instructions import InstructionServer
 from tests.helpers.wsclient import RawClient
-from tests.helpers.servers import RunningServer, TestAccount, start_server
+from tests.helpers.redis_server import RedisServer, redis_server
+from tests.helpers.servers import RunningServer, TestAccount, make_config, start_server
 
 ALICE_PHONE = "+15550100001"
 BOB_PHONE = "+15550100002"
@@ -155,3 +159,57 @@ async def carrier_call(server: RunningServer, number: str, ingress: tuple[str, s
         return got.to_api() if got is not None and got.status in ("failed", "completed") else None
 
     return await eventually_async(ended)  # type: ignore[no-any-return]
+
+
+class Deployment:
+    """Nodes with split roles on one real Redis and one manual clock, and one
+    account whose application dials bob (see :func:`split_deployment`)."""
+
+    def __init__(self, nodes: dict[str, Node], account: TestAccount, app_sid: str, clock: ManualClock, redis: RedisServer) -> None:
+        self.nodes, self.account, self.app_sid, self.clock, self.redis = nodes, account, app_sid, clock, redis
+        self.stopped: set[str] = set()  # nodes a test stopped itself (the teardown does not again)
+
+    async def client(self, node: str, identity: str) -> RawClient:
+        grants = {
+            "identity": identity,
+            "presence": {"publish": True, "subscribe": True},
+            "voice": {"incoming": {"allow": True}, "outgoing": {"application_sid": self.app_sid}},
+        }
+        a = self.account
+        token = mint_token(key_sid=a.key_sid, account_sid=a.sid, identity=identity, secret=a.key_secret, now=self.clock.time(), grants=grants)
+        c = await RawClient.open(f"ws://127.0.0.1:{self.nodes[node].port}/v1/connect")
+        assert (await c.register(token, capabilities=["voice"]))["type"] == "registered"
+        return c
+
+
+@contextlib.asynccontextmanager
+async def split_deployment(
+    tmp_path: Any, layout: dict[str, tuple[str, ...]], *, dial_timeout: int, cls: type[Deployment] = Deployment, **sections: Any
+) -> AsyncIterator[Deployment]:
+    """The nodes of ``layout`` (name -> roles), each with its own data_dir, on a
+    real Redis; the account's application dials bob for ``dial_timeout`` s."""
+    ins = InstructionServer(auth_token="")
+    await ins.start()
+    app_sid = new_sid("AP")
+    account = TestAccount(identities=[{"identity": "bob", "phone": BOB_PHONE}])
+    account.extra = {"applications": [{"sid": app_sid, "voice_url": ins.url("/voice")}]}
+    ins.auth_token = account.auth_token
+    ins.on("/voice", dial_client(ins, "bob", timeout=dial_timeout))
+    try:
+        async with redis_server() as redis:
+            d = cls({}, account, app_sid, ManualClock(), redis)
+            try:
+                for name, roles in layout.items():
+                    config = make_config(
+                        [account], engine={"kind": "redis", "url": redis.url, "data_dir": str(tmp_path / name)},
+                        security={"allow_private_urls": True}, **sections,
+                    )
+                    d.nodes[name] = Node(config, clock=d.clock, roles=roles)
+                    await d.nodes[name].start("127.0.0.1", 0)
+                yield d
+            finally:
+                for name, node in d.nodes.items():
+                    if name not in d.stopped:
+                        await node.stop()
+    finally:
+        await ins.stop()

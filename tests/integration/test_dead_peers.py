@@ -26,33 +26,15 @@ from presence_server.mailbox import Mailbox
 from presence_server.node import Node
 from presence_server.peers import PeerWatch
 from protocol.addresses import new_sid
-from protocol.tokens import mint_token
-from tests.helpers.instructions import InstructionServer
-from tests.helpers.redis_server import RedisServer, redis_server
-from tests.helpers.servers import TestAccount, make_config
-from tests.helpers.signaling_env import BOB_PHONE, dial_client
+from tests.helpers.redis_server import redis_server
+from tests.helpers.signaling_env import Deployment, split_deployment
 from tests.helpers.wsclient import RawClient
 
 HEARTBEAT = 1.0  # dead_after = max(2 × 1.0, 2.0) = 2 s
 
 
-class Deployment:
-    """Gateway A, gateway B and a signaling node on one real Redis, one manual clock."""
-
-    def __init__(self, nodes: dict[str, Node], account: TestAccount, app_sid: str, clock: ManualClock, redis: RedisServer) -> None:
-        self.nodes, self.account, self.app_sid, self.clock, self.redis = nodes, account, app_sid, clock, redis
-
-    async def client(self, node: str, identity: str) -> RawClient:
-        grants = {
-            "identity": identity,
-            "presence": {"publish": True, "subscribe": True},
-            "voice": {"incoming": {"allow": True}, "outgoing": {"application_sid": self.app_sid}},
-        }
-        a = self.account
-        token = mint_token(key_sid=a.key_sid, account_sid=a.sid, identity=identity, secret=a.key_secret, now=self.clock.time(), grants=grants)
-        c = await RawClient.open(f"ws://127.0.0.1:{self.nodes[node].port}/v1/connect")
-        assert (await c.register(token, capabilities=["voice"]))["type"] == "registered"
-        return c
+class Peers(Deployment):
+    """Gateway A, gateway B and a signaling node."""
 
     async def watch_twice(self, name: str) -> list[str]:
         """Two rounds of ``name``'s peer check, dead_after apart: the least that
@@ -87,35 +69,15 @@ def capture_verdicts(node: Node) -> Iterator[list[str]]:
 
 
 @pytest.fixture
-async def deployment(tmp_path: Any) -> AsyncIterator[Deployment]:
-    ins = InstructionServer(auth_token="")
-    await ins.start()
-    app_sid = new_sid("AP")
-    account = TestAccount(identities=[{"identity": "bob", "phone": BOB_PHONE}])
-    account.extra = {"applications": [{"sid": app_sid, "voice_url": ins.url("/voice")}]}
-    ins.auth_token = account.auth_token
-    ins.on("/voice", dial_client(ins, "bob", timeout=30))
-    async with redis_server() as redis:
-        clock = ManualClock()
-        nodes: dict[str, Node] = {}
-        for name, roles in (("A", ("gateway",)), ("B", ("gateway",)), ("S", ("signaling",))):
-            config = make_config(
-                [account], engine={"kind": "redis", "url": redis.url, "data_dir": str(tmp_path / name)},
-                security={"allow_private_urls": True}, server={"node_heartbeat": HEARTBEAT},
-            )
-            nodes[name] = Node(config, clock=clock, roles=roles)
-            await nodes[name].start("127.0.0.1", 0)
+async def deployment(tmp_path: Any) -> AsyncIterator[Peers]:
+    layout = {"A": ("gateway",), "B": ("gateway",), "S": ("signaling",)}
+    async with split_deployment(tmp_path, layout, dial_timeout=30, cls=Peers, server={"node_heartbeat": HEARTBEAT}) as d:
         for name in ("A", "B"):
-            nodes[name]._signaling_nodes = [nodes["S"].node_id]  # as the registry would say
-        try:
-            yield Deployment(nodes, account, app_sid, clock, redis)
-        finally:
-            for node in nodes.values():
-                await node.stop()
-            await ins.stop()
+            d.nodes[name]._signaling_nodes = [d.nodes["S"].node_id]  # as the registry would say
+        yield d  # type: ignore[misc]
 
 
-async def answered_call(d: Deployment, caller: RawClient, callee: RawClient) -> tuple[str, str]:
+async def answered_call(d: Peers, caller: RawClient, callee: RawClient) -> tuple[str, str]:
     await caller.send({"type": "call", "to": "client:bob", "id": 1})
     call = (await caller.recv_type("call_created"))["call"]
     invite = await callee.recv_type("invite")
@@ -125,7 +87,7 @@ async def answered_call(d: Deployment, caller: RawClient, callee: RawClient) -> 
     return call, invite["call"]
 
 
-async def test_a_dead_signaling_node_s_calls_end_for_both_parties(deployment: Deployment) -> None:
+async def test_a_dead_signaling_node_s_calls_end_for_both_parties(deployment: Peers) -> None:
     d = deployment
     alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
     call, leg = await answered_call(d, alice, bob)
@@ -144,7 +106,7 @@ async def test_a_dead_signaling_node_s_calls_end_for_both_parties(deployment: De
     await bob.close()
 
 
-async def test_a_ringing_callee_is_cancelled_when_the_signaling_node_dies(deployment: Deployment) -> None:
+async def test_a_ringing_callee_is_cancelled_when_the_signaling_node_dies(deployment: Peers) -> None:
     d = deployment
     alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
     await alice.send({"type": "call", "to": "client:bob", "id": 1})
@@ -159,7 +121,7 @@ async def test_a_ringing_callee_is_cancelled_when_the_signaling_node_dies(deploy
     await bob.close()
 
 
-async def test_a_dead_gateway_s_leg_ends_the_call_for_the_other_party(deployment: Deployment) -> None:
+async def test_a_dead_gateway_s_leg_ends_the_call_for_the_other_party(deployment: Peers) -> None:
     """bob's gateway dies mid-call: alice hears ``hangup`` (connection_lost) and
     her call goes on to its end, as when bob's own connection drops."""
     d = deployment
@@ -177,7 +139,7 @@ async def test_a_dead_gateway_s_leg_ends_the_call_for_the_other_party(deployment
     await bob.close()
 
 
-async def test_a_caller_s_dead_gateway_cancels_the_ringing_callee(deployment: Deployment) -> None:
+async def test_a_caller_s_dead_gateway_cancels_the_ringing_callee(deployment: Peers) -> None:
     d = deployment
     alice, bob = await d.client("A", "alice"), await d.client("B", "bob")
     await alice.send({"type": "call", "to": "client:bob", "id": 1})
@@ -227,7 +189,7 @@ async def test_no_verdict_while_redis_is_away(tmp_path: Any) -> None:
                 await engine.close()
 
 
-async def test_a_dead_signaling_node_s_call_records_are_finished_once(deployment: Deployment) -> None:
+async def test_a_dead_signaling_node_s_call_records_are_finished_once(deployment: Peers) -> None:
     """Nobody runs a dead signaling node's calls any more: the gateways that end
     them for their sessions finish their records too (final, with an end), one
     gateway each record, whichever notices first (a conditional update)."""

@@ -20,13 +20,8 @@ import pytest
 
 from presence_server.clock import ManualClock
 from presence_server.node import Node
-from protocol.addresses import new_sid
 from protocol.errors import ErrorCode
-from tests.helpers.instructions import InstructionServer
-from tests.helpers.redis_server import redis_server
-from tests.helpers.servers import TestAccount, make_config
-from tests.helpers.signaling_env import BOB_PHONE, INGRESS, NUMBER, SignalingEnv, dial_client, signaling_env
-from tests.integration.test_dead_peers import Deployment
+from tests.helpers.signaling_env import INGRESS, NUMBER, Deployment, SignalingEnv, dial_client, signaling_env, split_deployment
 from tests.helpers.wsclient import RawClient
 
 DRAIN = 20.0  # seconds of the manual clock
@@ -188,47 +183,20 @@ async def test_a_call_waiting_for_its_instructions_ends_when_the_drain_runs_out(
 # -- split roles: a gateway hands a refused call to another signaling node ------------------------
 
 
-class Split(Deployment):
-    stopped: set[str]  # nodes a test stopped itself (the teardown does not again)
-
-
 @pytest.fixture
-async def split(tmp_path: Any) -> AsyncIterator[Split]:
-    """Gateway A and signaling nodes S1, S2 on one real Redis and one manual clock."""
-    ins = InstructionServer(auth_token="")
-    await ins.start()
-    app_sid = new_sid("AP")
-    account = TestAccount(identities=[{"identity": "bob", "phone": BOB_PHONE}])
-    account.extra = {"applications": [{"sid": app_sid, "voice_url": ins.url("/voice")}]}
-    ins.auth_token = account.auth_token
-    ins.on("/voice", dial_client(ins, "bob", timeout=600))
-    async with redis_server() as redis:
-        clock = ManualClock()
-        nodes: dict[str, Node] = {}
-        for name, roles in (("A", ("gateway",)), ("S1", ("signaling",)), ("S2", ("signaling",))):
-            config = make_config(
-                [account], engine={"kind": "redis", "url": redis.url, "data_dir": str(tmp_path / name)},
-                security={"allow_private_urls": True}, signaling={"drain_timeout": DRAIN},
-            )
-            nodes[name] = Node(config, clock=clock, roles=roles)
-            await nodes[name].start("127.0.0.1", 0)
-        a, s1, s2 = nodes["A"], nodes["S1"].node_id, nodes["S2"].node_id
+async def split(tmp_path: Any) -> AsyncIterator[Deployment]:
+    """Gateway A and signaling nodes S1, S2."""
+    layout = {"A": ("gateway",), "S1": ("signaling",), "S2": ("signaling",)}
+    async with split_deployment(tmp_path, layout, dial_timeout=600, signaling={"drain_timeout": DRAIN}) as d:
+        a, s1, s2 = d.nodes["A"], d.nodes["S1"].node_id, d.nodes["S2"].node_id
         # What the registry says; and of the live ones, A's random pick lands on
         # S1 while it is listed (so that the test knows which node refuses).
         a._signaling_nodes = [s1, s2]
         a.gateway.signaling_node = lambda: next((n for n in (s1, s2) if n in a._signaling_nodes), None)
-        d = Split(nodes, account, app_sid, clock, redis)
-        d.stopped = set()
-        try:
-            yield d
-        finally:
-            for name, node in nodes.items():
-                if name not in d.stopped:
-                    await node.stop()
-            await ins.stop()
+        yield d
 
 
-async def test_a_gateway_hands_a_call_refused_by_a_draining_node_to_another(split: Split) -> None:
+async def test_a_gateway_hands_a_call_refused_by_a_draining_node_to_another(split: Deployment) -> None:
     d = split
     s1 = d.nodes["S1"]
     alice, bob, carol = await d.client("A", "alice"), await d.client("A", "bob"), await d.client("A", "carol")
