@@ -699,3 +699,20 @@ def section(name: str, body: str) -> str:
 
 def env_table(env: dict[str, str]) -> str:
     return "| | |\n|---|---|\n" + "\n".join(f"| {k} | {v} |" for k, v in env.items())
+
+
+def run_per_engine(parser: argparse.ArgumentParser, args: argparse.Namespace, main_async: Any) -> int:
+    """Run a scenario once per engine of ``--engine`` (comma-separated
+    ``embedded``, ``redis``), each writing its own section; the worst exit code.
+    The redis run is left out, and said so, where redis-server is missing."""
+    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
+    if not engines or set(engines) - {"embedded", "redis"}:
+        parser.error("--engine: embedded, redis (comma-separated)")
+    rc = 0
+    for engine in engines:
+        if engine == "redis" and not shutil.which("redis-server"):
+            print("redis-server is not installed (apt-get install redis-server): the redis run is left out", file=sys.stderr)
+            continue
+        args.engine = engine
+        rc = max(rc, int(uvloop_run(main_async(args))))
+    return rc

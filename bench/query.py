@@ -221,17 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n < 10 or args.rounds < 1 or args.present < 1:
         parser.error("--n ≥ 10, --rounds ≥ 1, --present ≥ 1")
-    engines = [e.strip() for e in args.engine.split(",") if e.strip()]
-    if not engines or set(engines) - {"embedded", "redis"}:
-        parser.error("--engine: embedded, redis (comma-separated)")
-    rc = 0
-    for engine in engines:
-        if engine == "redis" and not shutil.which("redis-server"):
-            print("redis-server is not installed (apt-get install redis-server): the redis run is left out", file=sys.stderr)
-            continue
-        args.engine = engine
-        rc = max(rc, int(c.uvloop_run(main_async(args))))
-    return rc
+    return c.run_per_engine(parser, args, main_async)
 
 
 if __name__ == "__main__":
