@@ -41,7 +41,9 @@ class ConfigError(Exception):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has ``inf`` and ``nan`` literals, and a float from the environment may
+    # spell them: no duration, rate or share of this file means anything infinite.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _sid_validator(prefix: str) -> Any:

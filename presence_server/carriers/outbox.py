@@ -22,6 +22,7 @@ from typing import Any, Callable, TypeVar
 
 import structlog
 
+from .. import sqlite_files
 from ..clock import Clock
 from ..config import ProviderConfig
 from .base import UNKNOWN_ERROR, OutboundMessage, SendResult, capability_refusal
@@ -80,7 +81,7 @@ def read_entries(path: Path, limit: int) -> list[dict[str, Any]]:
     """Read an outbox file without writing to it (the CLI, while a server may run)."""
     conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={sqlite_files.BUSY_TIMEOUT_MS}")
         return query_entries(conn, limit)
     finally:
         conn.close()
@@ -124,11 +125,8 @@ class OutboxProvider:
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            conn = sqlite_files.connect(self.path)  # WAL: the CLI reads while we write
             try:
-                conn.execute("PRAGMA journal_mode=WAL")  # the CLI reads while we write
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=5000")  # another outbox provider may share the file
                 conn.executescript(_SCHEMA)
             except BaseException:
                 conn.close()

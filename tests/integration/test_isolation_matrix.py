@@ -440,10 +440,11 @@ def _swap(frames: list[dict[str, Any]], made_up: str, real: str) -> list[dict[st
     return json.loads(json.dumps(frames).replace(made_up, real))  # type: ignore[no-any-return]
 
 
-async def test_wire_isolation_matrix(world: World) -> None:
+async def _wire_attempts(world: World, encoding: str, status: str) -> int:
+    """B's session tries every frame that names A's things; returns the comparisons made."""
     server, b = world.server, world.b
     token = server.token("mallory", account=b)  # default grants: presence, subscribe to anyone, incoming calls
-    mallory = await RawClient.open(server.ws_url)
+    mallory = await RawClient.open(server.ws_url, encoding)
     try:
         assert (await mallory.register(token))["type"] == "registered"
         calls = [(world.call_sid, new_sid("CA")), (world.child_call_sid, new_sid("CA"))]
@@ -479,7 +480,7 @@ async def test_wire_isolation_matrix(world: World) -> None:
         # session of B's, exactly as for a session id that never existed.
         resumed = []
         for session in (world.alice_session, new_sid("SE")):
-            c = await RawClient.open(server.ws_url)
+            c = await RawClient.open(server.ws_url, encoding)
             try:
                 reply = await c.register(token, resume=session)
                 resumed.append({k: v for k, v in reply.items() if k != "session"})
@@ -492,12 +493,20 @@ async def test_wire_isolation_matrix(world: World) -> None:
 
         # alice changes her presence: B, subscribed to "alice" (in B's account), hears nothing.
         assert [f["type"] for f in await _answers(mallory, {"type": "subscribe", "id": 13, "identities": ["alice"]})] == ["subscribed"]
-        await world.alice.send({"type": "presence", "id": "p", "status": "busy"})
+        await world.alice.send({"type": "presence", "id": "p", "status": status})
         assert [f["type"] for f in await sync(world.alice)] == ["ok"]
         await asyncio.sleep(0.05)
         assert not [f for f in await sync(mallory) if f["type"] == "presence_update"]
     finally:
         await mallory.close()
+    return attempts
+
+
+async def test_wire_isolation_matrix(world: World) -> None:
+    # Both encodings: the refusals are built once, but each codec writes them.
+    attempts = 0
+    for encoding, status in (("json", "busy"), ("msgpack", "away")):
+        attempts += await _wire_attempts(world, encoding, status)
 
     # A's parties saw nothing of it (the ok above was alice's own presence change) ...
     assert await sync(world.bob) == [], "bob was told of B's frames"
@@ -507,4 +516,4 @@ async def test_wire_isolation_matrix(world: World) -> None:
     assert (await world.alice.recv_type("call_progress"))["status"] in ("ringing", "answered")
     await world.alice.send({"type": "ack", "id": "k", "sid": world.in_app_sid, "read": True})
     assert (await world.alice.recv_type("ok"))["id"] == "k"
-    print(f"wire isolation matrix: {len(frames) + 1} frame kinds x named things, {attempts} comparisons")
+    print(f"wire isolation matrix: JSON and MessagePack, {attempts} comparisons")

@@ -73,6 +73,22 @@ def test_bad_keys_are_named(data: dict, expected: str) -> None:
     assert any(expected in p for p in found), found
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_numbers_are_refused(value: float) -> None:
+    # TOML spells them ``inf`` and ``nan``; a heartbeat or a rate of inf would pass ``gt=0``.
+    assert problems({"gateway": {"heartbeat": value}}) == ["gateway.heartbeat: Input should be a finite number"]
+    assert problems({"http": {"rate": value}}) == ["http.rate: Input should be a finite number"]
+
+
+def test_non_finite_numbers_are_refused_from_toml_and_env(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[messaging]\nretry_max = inf\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    assert info.value.problems == ["messaging.retry_max: Input should be a finite number"]
+    assert problems({}, {"PRESENCE_PRESENCE_LEASE_TTL": "nan"}) == ["presence.lease_ttl: Input should be a finite number"]
+
+
 def test_env_overrides() -> None:
     cfg = parse_config(GOOD, environ={"PRESENCE_SERVER_PORT": "9001", "PRESENCE_GATEWAY_MAX_FRAME_BYTES": "2048", "PRESENCE_SERVER_HOST": "::1"})
     assert cfg.server.port == 9001 and cfg.gateway.max_frame_bytes == 2048 and cfg.server.host == "::1"

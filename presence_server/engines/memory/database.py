@@ -16,9 +16,9 @@ COMMIT, so a caller that got its answer has its write in the file. One commit
 for many writes is what makes thousands of accepted messages per second cheap.
 The waiting reads run after the writes, each on its own.
 
-The file is in WAL mode (readers never wait for the writer; a crash loses
-nothing committed) with ``synchronous=NORMAL`` (durable across process crashes;
-an OS crash may lose the last commits).
+The file is opened as every SQLite file of the server is
+(:mod:`presence_server.sqlite_files`: WAL, ``synchronous=NORMAL``, a bounded
+page cache).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any, Callable, TypeVar
 
 import structlog
 
+from ... import sqlite_files
 from ..ports import EngineUnavailable
 from . import schema
 
@@ -237,13 +238,8 @@ class SqliteDatabase:
                 directory = Path(self._data_dir)
                 directory.mkdir(parents=True, exist_ok=True)
             self.path = directory / FILE_NAME
-            conn = sqlite3.connect(self.path, isolation_level=None)  # autocommit; explicit BEGIN where needed
+            conn = sqlite_files.connect(self.path)
             try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                # NORMAL is durable across process crashes in WAL mode (an OS crash may lose
-                # the last commits); FULL would fsync every commit for little gain here.
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("PRAGMA busy_timeout=5000")  # another process may read concurrently
                 # Each write's SAVEPOINT keeps the pages it changes in a sub-journal: in
                 # memory, that costs a third of a write instead of more than a whole one.
                 conn.execute("PRAGMA temp_store=MEMORY")
