@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -109,11 +110,13 @@ def test_raw_files_load_or_are_refused(content: bytes) -> None:
     feed_config_file(content)
 
 
-def test_nan_class_shares_are_refused() -> None:
-    # NaN compares false with everything, so "v <= 0" let it through (found by Hypothesis).
-    shares = {"urgent": float("nan"), "normal": 0.5, "bulk": 0.5}
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_class_shares_are_refused(value: float) -> None:
+    # NaN compares false with everything, so "v <= 0" let it through (found by Hypothesis);
+    # every number of the config must now be finite, and the error names the share.
+    shares = {"urgent": value, "normal": 0.5, "bulk": 0.5}
     outcome = feed_config_data({"messaging": {"class_shares": shares}})
-    assert isinstance(outcome, Refused) and outcome.message.startswith("messaging.class_shares: shares must be positive")
+    assert outcome == Refused("ConfigError", "messaging.class_shares.urgent: Input should be a finite number")
 
 
 def test_the_full_seed_config_loads() -> None:
