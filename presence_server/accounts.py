@@ -89,6 +89,16 @@ class Account:
         return Webhook(app.voice_url, app.voice_method, app.voice_fallback_url, app.voice_fallback_method)
 
 
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What the Keys resource shows of a key (never its secret)."""
+
+    sid: str
+    friendly_name: str
+    date_created: float | None  # None: from the config file, which has no dates
+    source: str  # "config" or "api"
+
+
 def _same(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
 
@@ -107,6 +117,9 @@ class AccountRegistry:
             )
             for a in config.accounts
             for k in a.api_keys
+        }
+        self._key_info: dict[str, ApiKeyInfo] = {
+            k.sid: ApiKeyInfo(k.sid, k.friendly_name, None, "config") for a in config.accounts for k in a.api_keys
         }
 
     def account(self, sid: str) -> Account | None:
@@ -131,7 +144,7 @@ class AccountRegistry:
 
     def revoke_key(self, key_sid: str, account_sid: str | None = None) -> bool:
         """Mark an API key revoked in this process: its tokens are refused from
-        now on (see presence_server/revocations.py for the shared, durable half).
+        now on (see presence_server/api_keys.py for the shared, durable half).
         True when this changed it; False when it was already revoked, unknown,
         or (with ``account_sid``) another account's."""
         key = self._keys.get(key_sid)
@@ -139,6 +152,30 @@ class AccountRegistry:
             return False
         self._keys[key_sid] = SigningKey(key.sid, key.account_sid, key.secret, key.public_key_pem, revoked=True)
         return True
+
+    def add_key(self, account_sid: str, key_sid: str, secret: str, friendly_name: str, date_created: float) -> bool:
+        """Know an API key created at run time (presence_server/api_keys.py holds
+        the shared, durable half). False when the sid is already known (this
+        node created it, or heard of it before) or the account is not ours."""
+        if key_sid in self._keys or account_sid not in self._accounts:
+            return False
+        self._keys[key_sid] = SigningKey(sid=key_sid, account_sid=account_sid, secret=secret)
+        self._key_info[key_sid] = ApiKeyInfo(key_sid, friendly_name, date_created, "api")
+        return True
+
+    def live_keys(self, account_sid: str) -> list[ApiKeyInfo]:
+        """The account's keys that are not revoked: the config's in its order,
+        then the created ones, oldest first."""
+        live = [
+            info for sid, info in self._key_info.items()
+            if self._keys[sid].account_sid == account_sid and not self._keys[sid].revoked
+        ]
+        return sorted(live, key=lambda i: (i.source != "config", i.date_created or 0.0))  # stable: config order kept
+
+    def key_info(self, account_sid: str, key_sid: str) -> ApiKeyInfo | None:
+        """One of the account's live keys (None for a revoked, unknown or another account's key)."""
+        key = self.account_key(account_sid, key_sid)
+        return self._key_info[key_sid] if key is not None and not key.revoked else None
 
     def account_sids(self) -> list[str]:
         return list(self._accounts)

@@ -202,6 +202,7 @@ class LoggingConfig(_Section):
 
 class ApiKeyConfig(_Section):
     sid: str
+    friendly_name: str = Field("", max_length=64)
     secret: str | None = None
     public_key_pem: str | None = None
     revoked: bool = False

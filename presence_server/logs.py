@@ -14,6 +14,11 @@ line of defence, for what a library or an exception message might carry:
 The standard library's loggers (aiohttp, redis-py, asyncio) go through the
 same processors and the same renderer, so a JSON log is JSON on every line and
 none of it bypasses the masking.
+
+A malformed HTTP request (a head over aiohttp's limits, TLS bytes on the plain
+port, a bad ``Content-Length``...) is the client's fault: aiohttp answers it
+400 and would log it as an error with a traceback, so any client could fill
+the error log. :class:`MalformedRequests` turns those lines into one debug line.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import sys
 from typing import Any
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _SECRET_FIELDS = frozenset({"token", "secret", "auth_token", "password", "authorization", "body", "api_key_secret"})
 
@@ -71,7 +77,38 @@ def scrub(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     return event
 
 
+class MalformedRequests(logging.Filter):
+    """On ``aiohttp.server``: a request aiohttp refused as malformed
+    (:class:`~aiohttp.http_exceptions.HttpProcessingError`: 400, 413, 431...)
+    becomes one debug line without its traceback. Errors of our handlers (500)
+    keep their error line and traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        # The message may quote up to ~100 of the client's bytes: cut, and masked by ``scrub``.
+        _log.debug("malformed HTTP request refused", status=exc.code, reason=str(exc.message)[:200], remote=_remote(record))
+        return False
+
+
+def _remote(record: logging.LogRecord) -> str | None:
+    # aiohttp logs "Error handling request from %s" with the peer address as the only argument.
+    args = record.args
+    return str(args[0]) if isinstance(args, tuple) and args else None
+
+
+_log = structlog.get_logger("presence_server.http")
 _handler: logging.Handler | None = None
+_malformed = MalformedRequests()
+
+
+def quiet_malformed_requests() -> None:
+    """Install :class:`MalformedRequests` on aiohttp's server logger (once; the
+    node does it before it serves, whoever configured the logging)."""
+    server_log = logging.getLogger("aiohttp.server")
+    if _malformed not in server_log.filters:
+        server_log.addFilter(_malformed)
 
 
 def configure_logging(fmt: str, level: str = "info", stream: Any = None) -> None:
@@ -107,3 +144,4 @@ def configure_logging(fmt: str, level: str = "info", stream: Any = None) -> None
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+

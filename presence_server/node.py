@@ -16,7 +16,7 @@ from aiohttp import web
 
 from protocol.addresses import new_sid
 
-from . import VERSION, tls
+from . import VERSION, logs, tls
 from .accounts import AccountRegistry
 from .carriers import Provider, build_provider, default_provider_configs
 from .carriers.base import CarrierEvents, DeliveryReport, InboundMessage
@@ -29,7 +29,7 @@ from .gateway.gateway import Gateway
 from .mailbox import Mailbox
 from .peers import PeerWatch
 from .messaging.service import MessagingService, inbound_adapter
-from .revocations import KeyRevocationService
+from .api_keys import ApiKeyService
 from .roles import ROLES
 from .signaling.fetcher import InstructionFetcher
 from .signaling.lost import finish_lost_calls
@@ -117,7 +117,7 @@ class Node:
         )
         # API keys revoked over REST: shared through the engine, applied to this
         # node's registry, and the gateway's sessions signed by them ended at once.
-        self.revocations = KeyRevocationService(self.engine, self.accounts, self.clock, self.gateway.end_sessions_signed_by)
+        self.api_keys = ApiKeyService(self.engine, self.accounts, self.clock, self.gateway.end_sessions_signed_by)
         # Requests to customers' URLs go through the SSRF guard; dev mode may
         # reach loopback (the demo's instruction app), nothing else private.
         self.http = guarded_session(
@@ -162,7 +162,7 @@ class Node:
         """Start serving; returns the bound port (useful with port 0)."""
         await self.engine.start()
         await self.mailbox.start()
-        await self.revocations.start()
+        await self.api_keys.start()
         # Only a process that sends opens its providers' connections: an SMPP
         # bind from every gateway and signaling process would multiply the binds
         # a carrier sees (they limit them per system_id). The others still parse
@@ -171,6 +171,7 @@ class Node:
             for provider in self.providers.values():
                 await provider.start()
         await self.messaging.start()
+        logs.quiet_malformed_requests()  # a client's malformed request is not our error
         self._runner = web.AppRunner(
             self.app, access_log=None, shutdown_timeout=self.config.server.shutdown_grace,
             # aiohttp closes a connection that has not sent a whole request head this
@@ -192,7 +193,7 @@ class Node:
         self.started = self.clock.time()
         for loop in (
             self.gateway.timer_loop(), self.gateway.lease_loop(), self._sweep_loop(), self._announce_loop(),
-            self.revocations.sync_loop(self.config.server.node_heartbeat),
+            self.api_keys.sync_loop(self.config.server.node_heartbeat),
         ):
             self._spawn(loop)
         log.info("node started", node_id=self.node_id, port=self.port, engine=self.config.engine.kind, tls=self.config.server.tls)
@@ -342,7 +343,7 @@ class Node:
         await self.webhooks.close()
         await self.http.close()
         await self.hub.close()
-        await self.revocations.close()
+        await self.api_keys.close()
         await self.mailbox.close()
         for provider in self.providers.values():
             await provider.close()

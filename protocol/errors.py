@@ -126,6 +126,7 @@ class ErrorCode(enum.Enum):
     # Twilio's code for the same answer, which its helper libraries know.
     TOO_MANY_REQUESTS = ErrorSpec(20429, "too many requests; retry after the seconds in Retry-After", 429)
     REQUEST_TOO_LARGE = ErrorSpec(40017, "the request body is over the size limit", 413)
+    API_KEY_LIMIT = ErrorSpec(40018, "the account has as many API keys created over REST as allowed", 409)
     METHOD_NOT_ALLOWED = ErrorSpec(40005, "method not allowed", 405)
     PARAMETER_INVALID = ErrorSpec(40001, "a request parameter is missing or invalid", 400)
     INTERNAL = ErrorSpec(40500, "internal server error", 500)

@@ -157,7 +157,33 @@ class KeyRevocations(Protocol):
         """The account's revoked keys: key sid -> when it was revoked."""
 
 
+@dataclass(frozen=True)
+class CreatedApiKey:
+    """An API key created over REST (``POST .../Keys.json``). The secret is
+    kept as the config keeps its keys' secrets: HS256 tokens are checked with it."""
+
+    sid: str
+    account_sid: str
+    friendly_name: str
+    secret: str
+    date_created: float
+
+
+class ApiKeyStore(Protocol):
+    """API keys created at run time, per account; durable and shared like
+    :class:`KeyRevocations` (a created key that is revoked stays here, and is
+    refused because it is in both). The config's keys are not recorded here."""
+
+    async def create(self, key: CreatedApiKey) -> bool:
+        """Record a new key. False (and nothing changed) when the account already
+        has a key of that sid."""
+
+    async def list(self, account_sid: str) -> builtins.list[CreatedApiKey]:
+        """The account's created keys, oldest first."""
+
+
 REVOCATIONS_TOPIC = "revocations"  # bus topic: {"account": AC..., "key": SK...} for each revocation
+API_KEYS_TOPIC = "api_keys"  # bus topic: {"account": AC..., "key": SK...} for each key created (no secret on the bus)
 
 
 def presence_topic(account_sid: str) -> str:
@@ -182,6 +208,7 @@ class Engine(Protocol):
     nodes: NodeRegistry
     rate_limits: RateLimiter
     revocations: KeyRevocations
+    api_keys: ApiKeyStore
 
     async def start(self) -> None: ...
 

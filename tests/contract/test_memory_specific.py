@@ -197,7 +197,7 @@ async def test_a_version_1_file_is_migrated_and_its_records_stay_readable(tmp_pa
     finally:
         await engine.close()
     with sqlite3.connect(tmp_path / "messages.sqlite3") as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         migrated = conn.execute("PRAGMA table_info(messages)").fetchall()
     # A migrated file has exactly the table a new file gets.
     fresh_dir = tmp_path / "fresh"

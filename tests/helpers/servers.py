@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import tempfile
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 from presence_server.clock import ManualClock
 from presence_server.config import Config, parse_config
@@ -103,3 +104,23 @@ _DATA_ROOT = tempfile.TemporaryDirectory(prefix="presence-tests-")
 def fresh_data_dir() -> str:
     """A new, empty data_dir for one server (under a root removed at exit)."""
     return tempfile.mkdtemp(dir=_DATA_ROOT.name)
+
+
+@contextlib.asynccontextmanager
+async def redis_nodes(accounts: list[TestAccount], count: int = 2) -> AsyncIterator[list[Node]]:
+    """``count`` nodes sharing a fresh real redis-server (and one ManualClock), started
+    on free ports and stopped at the end."""
+    from tests.helpers.redis_server import redis_server
+
+    async with redis_server() as redis:
+        clock = ManualClock()
+        nodes: list[Node] = []
+        try:
+            for _ in range(count):
+                node = Node(make_config(accounts, engine={"kind": "redis", "url": redis.url, "data_dir": fresh_data_dir()}), clock=clock)
+                await node.start("127.0.0.1", 0)
+                nodes.append(node)
+            yield nodes
+        finally:
+            for node in nodes:
+                await node.stop()

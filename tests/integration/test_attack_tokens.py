@@ -24,8 +24,7 @@ from presence_server.node import Node
 from protocol.addresses import new_sid
 from protocol.errors import ErrorCode
 from protocol.tokens import CONTENT_TYPE, default_grants, mint_token
-from tests.helpers.redis_server import redis_server
-from tests.helpers.servers import RunningServer, TestAccount, fresh_data_dir, make_config, start_server
+from tests.helpers.servers import RunningServer, TestAccount, make_config, redis_nodes, start_server
 from tests.helpers.wsclient import RawClient
 
 NOW = 1_800_000_000.0  # the ManualClock's default start
@@ -291,39 +290,29 @@ async def test_revocation_on_one_redis_node_ends_the_session_on_the_other() -> N
     account = TestAccount()
     other_key, other_secret = new_sid("SK"), "second-key-secret-" + new_sid("SK")
     account.extra = {"api_keys": [{"sid": account.key_sid, "secret": account.key_secret}, {"sid": other_key, "secret": other_secret}]}
-    async with redis_server() as redis:
-        clock = ManualClock()
-        nodes = []
-        for _ in range(2):
-            node = Node(make_config([account], engine={"kind": "redis", "url": redis.url, "data_dir": fresh_data_dir()}), clock=clock)
-            await node.start("127.0.0.1", 0)
-            nodes.append(node)
+    async with redis_nodes([account]) as nodes:
         node1, node2 = nodes
         ws1, ws2 = (f"ws://127.0.0.1:{n.port}/v1/connect" for n in nodes)
-        try:
-            token = mint_token(key_sid=account.key_sid, account_sid=account.sid, identity="alice", secret=account.key_secret, now=NOW)
-            live = await _registered(ws1, token)
-            kept = await _registered(ws1, mint_token(key_sid=other_key, account_sid=account.sid, identity="bob", secret=other_secret, now=NOW))
-            kept_on_2 = await _registered(ws2, mint_token(key_sid=other_key, account_sid=account.sid, identity="carol", secret=other_secret, now=NOW))
+        token = mint_token(key_sid=account.key_sid, account_sid=account.sid, identity="alice", secret=account.key_secret, now=NOW)
+        live = await _registered(ws1, token)
+        kept = await _registered(ws1, mint_token(key_sid=other_key, account_sid=account.sid, identity="bob", secret=other_secret, now=NOW))
+        kept_on_2 = await _registered(ws2, mint_token(key_sid=other_key, account_sid=account.sid, identity="carol", secret=other_secret, now=NOW))
 
-            started = time.perf_counter()
-            status, _ = await _rest(f"http://127.0.0.1:{node2.port}", "DELETE", _key_path(account, account.key_sid), (account.sid, account.auth_token))
-            assert status == 204
-            await _ended_by_revocation(live)
-            elapsed = time.perf_counter() - started
-            # No frame was sent and the clock did not move: the bus ended it, promptly.
-            assert elapsed < 1.0, elapsed
-            await _still_up(kept)
-            await _still_up(kept_on_2)
-            for url in (ws1, ws2):
-                client = await RawClient.open(url)
-                reply = await client.register(token)
-                assert reply["code"] == ErrorCode.TOKEN_KEY_REVOKED.code
-                assert (await client.closed())[0] == 4003
-            print(f"revocation on node 2 -> session closed on node 1 in {elapsed * 1000:.1f} ms")
-        finally:
-            for node in nodes:
-                await node.stop()
+        started = time.perf_counter()
+        status, _ = await _rest(f"http://127.0.0.1:{node2.port}", "DELETE", _key_path(account, account.key_sid), (account.sid, account.auth_token))
+        assert status == 204
+        await _ended_by_revocation(live)
+        elapsed = time.perf_counter() - started
+        # No frame was sent and the clock did not move: the bus ended it, promptly.
+        assert elapsed < 1.0, elapsed
+        await _still_up(kept)
+        await _still_up(kept_on_2)
+        for url in (ws1, ws2):
+            client = await RawClient.open(url)
+            reply = await client.register(token)
+            assert reply["code"] == ErrorCode.TOKEN_KEY_REVOKED.code
+            assert (await client.closed())[0] == 4003
+        print(f"revocation on node 2 -> session closed on node 1 in {elapsed * 1000:.1f} ms")
 
 
 async def test_a_revocation_the_bus_did_not_bring_is_applied_within_one_heartbeat() -> None:

@@ -250,6 +250,9 @@ REST_MATRIX: dict[tuple[str, str], list[Extra]] = {
     ],
     ("GET", "/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"): [],
     ("POST", "/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json"): [],
+    ("GET", "/2010-04-01/Accounts/{account_sid}/Keys.json"): [],
+    ("POST", "/2010-04-01/Accounts/{account_sid}/Keys.json"): [],
+    ("GET", "/2010-04-01/Accounts/{account_sid}/Keys/{key_sid}.json"): [],
     ("DELETE", "/2010-04-01/Accounts/{account_sid}/Keys/{key_sid}.json"): [],
     ("GET", "/v1/Accounts/{account_sid}/Presence"): [
         Extra("query", "Identity", lambda w: "alice", lambda: "nobody-at-all"),
@@ -419,6 +422,8 @@ async def test_rest_isolation_matrix(world: World) -> None:
     assert json.loads(record.body)["status"] == "scheduled", record
     by_key = await request(world, "GET", f"/2010-04-01/Accounts/{a.sid}/Calls/{world.call_sid}.json", basic(a.key_sid, a.key_secret))
     assert by_key.status == 200 and json.loads(by_key.body)["status"] in ("ringing", "in-progress", "initiated", "queued"), by_key
+    keys = await request(world, "GET", f"/2010-04-01/Accounts/{a.sid}/Keys.json", own)
+    assert [k["sid"] for k in json.loads(keys.body)["keys"]] == [a.key_sid], keys  # B's POSTs created nothing in A
     # ... and A can do to it what B could not: the refusals were about B, not the thing.
     canceled = await request(
         world, "POST", f"/2010-04-01/Accounts/{a.sid}/Messages/{world.scheduled_sid}.json", own, data={"Status": "canceled"}

@@ -74,3 +74,24 @@ def test_standard_library_records_are_json_and_masked(logs: io.StringIO) -> None
         "event": "connecting to redis://:***@127.0.0.1:1/0", "logger": "redis.asyncio.connection",
         "level": "debug", "timestamp": entry["timestamp"],
     }
+
+
+def test_a_malformed_request_is_one_debug_line_and_a_handler_error_stays_an_error(logs: io.StringIO) -> None:
+    from aiohttp.http_exceptions import BadHttpMessage
+
+    from presence_server.logs import quiet_malformed_requests
+
+    quiet_malformed_requests()
+    quiet_malformed_requests()  # once is enough: a second node in the process adds nothing
+    server_log = logging.getLogger("aiohttp.server")
+    assert len([f for f in server_log.filters if type(f).__name__ == "MalformedRequests"]) == 1
+    for exc in (BadHttpMessage(f"Invalid header: Authorization: Basic {JWT}"), ValueError("our bug")):
+        try:
+            raise exc
+        except Exception as caught:  # noqa: BLE001 - logged as aiohttp does
+            server_log.error("Error handling request from %s", "203.0.113.9", exc_info=caught)
+    refused, bug = entries(logs)
+    assert refused["level"] == "debug" and refused["event"] == "malformed HTTP request refused", refused
+    assert refused["status"] == 400 and refused["remote"] == "203.0.113.9" and "exception" not in refused
+    assert JWT not in json.dumps(refused)  # the client's bytes are masked like everything else
+    assert bug["level"] == "error" and "ValueError: our bug" in str(bug["exception"])

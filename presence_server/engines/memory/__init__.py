@@ -2,7 +2,7 @@
 
 Presence and the bus live in memory. Everything that must survive a restart -
 message records, broadcasts, the send queue, carrier submissions, tracked
-links, routing statistics, revoked API keys - lives in one SQLite file under ``data_dir``
+links, routing statistics, API keys created and revoked at run time - lives in one SQLite file under ``data_dir``
 (``messages.sqlite3``; None: a private temporary directory, removed on close),
 on one thread with group commit (see :mod:`.database`, and :mod:`.schema` for
 the tables and their migrations).
@@ -25,6 +25,7 @@ from .nodes import MemoryNodeRegistry
 from .ratelimits import MemoryRateLimiter
 from .presence import MemoryPresenceStore
 from .queue import SqliteSendQueue
+from .api_keys import SqliteApiKeyStore
 from .revocations import SqliteKeyRevocations
 from .routing_stats import SqliteRoutingStats
 from .submissions import SqliteSubmissionStore
@@ -48,6 +49,7 @@ class MemoryEngine:
         self.nodes = MemoryNodeRegistry()
         self.rate_limits = MemoryRateLimiter()
         self.revocations = SqliteKeyRevocations(self.database)
+        self.api_keys = SqliteApiKeyStore(self.database)
 
     async def start(self) -> None:
         """Open (create, migrate) the file, then drop every lease in it: see the

@@ -2,7 +2,7 @@
 
 One file (``<data_dir>/messages.sqlite3``) holds the message records, the
 broadcasts, the send queue, carrier submissions, tracked links, routing
-statistics and revoked API keys, so that a record and its send job are written in one transaction.
+statistics and the API keys created and revoked at run time, so that a record and its send job are written in one transaction.
 ``PRAGMA user_version`` is the file's schema version:
 
 - 1: the message records of the first release (no pipeline tables).
@@ -10,6 +10,7 @@ statistics and revoked API keys, so that a record and its send job are written i
   defaults that old rows take), broadcasts, jobs, submissions, links, clicks
   and routing statistics.
 - 3: API keys revoked at run time (``revoked_keys``).
+- 4: API keys created at run time (``api_keys``).
 
 A file of a newer version than this code knows is refused rather than guessed at.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 _MESSAGES_V1 = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -188,6 +189,16 @@ CREATE TABLE IF NOT EXISTS revoked_keys (
     account_sid TEXT NOT NULL,
     key_sid TEXT NOT NULL,
     revoked_at REAL NOT NULL,
+    PRIMARY KEY (account_sid, key_sid)
+);
+
+-- API keys created over REST (version 4); the config's keys are not copied here.
+CREATE TABLE IF NOT EXISTS api_keys (
+    account_sid TEXT NOT NULL,
+    key_sid TEXT NOT NULL,
+    friendly_name TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    date_created REAL NOT NULL,
     PRIMARY KEY (account_sid, key_sid)
 );
 """

@@ -26,6 +26,7 @@ from .nodes import RedisNodeRegistry
 from .ratelimits import RedisRateLimiter
 from .presence import RedisPresenceStore
 from .queue import RedisSendQueue
+from .api_keys import RedisApiKeyStore
 from .revocations import RedisKeyRevocations
 from .routing import RedisRoutingStatsStore
 from .scripts import REDIS_DOWN, Scripts
@@ -112,6 +113,7 @@ class RedisEngine:
         self.nodes = RedisNodeRegistry(self._redis, self.keys, self._scripts)
         self.rate_limits = RedisRateLimiter(self.keys, self._scripts)
         self.revocations = RedisKeyRevocations(self._redis, self.keys)
+        self.api_keys = RedisApiKeyStore(self._redis, self.keys)
         self._closed = False
 
     async def start(self) -> None:

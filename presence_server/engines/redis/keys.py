@@ -100,6 +100,10 @@ class KeySpace:
         """Hash: API key sid -> when it was revoked (epoch seconds, as text)."""
         return f"{self.account(account_sid)}:revoked"
 
+    def api_keys(self, account_sid: str) -> str:
+        """Hash: API key sid -> the key created over REST (JSON: name, secret, date)."""
+        return f"{self.account(account_sid)}:apikeys"
+
     # -- global (no hash tag) ----------------------------------------------------------
 
     def accounts(self) -> str:
