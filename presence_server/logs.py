@@ -144,4 +144,3 @@ def configure_logging(fmt: str, level: str = "info", stream: Any = None) -> None
     root.addHandler(handler)
     root.setLevel(getattr(logging, level.upper()))
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-
