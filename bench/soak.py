@@ -75,10 +75,11 @@ import aiohttp
 
 from bench import _common as c
 from bench._wsload import Pinger, WSConn, connect
+# The server set-up of the signaling scenario: one number whose voice URL is the
+# instruction server, the outbox provider with ingress credentials.
+from bench.signaling import INGRESS_PASSWORD, INGRESS_USER, NUMBER, SECTIONS, account_tables
 
 NAME = "soak"
-NUMBER = "+15550001111"
-INGRESS_USER, INGRESS_PASSWORD = "carrier", "soak-carrier-password"
 RELIABILITY = c.ROOT / "docs" / "reliability.md"
 IMAGE = c.IMAGES / "soak.png"
 STATUSES = ("available", "away", "dnd", "available")
@@ -400,29 +401,6 @@ def judge(samples: list[Sample], metric: str, warmup: float, duration: float) ->
 
 
 # -- the run ------------------------------------------------------------------------------------
-
-
-def account_tables(instructions_url: str) -> str:
-    return f"""
-[accounts.fallback]
-mode = "none"
-
-[[accounts.phone_numbers]]
-number = "{NUMBER}"
-voice_url = "{instructions_url}"
-
-[[providers]]
-name = "outbox"
-kind = "outbox"
-inbound_username = "{INGRESS_USER}"
-inbound_password = "{INGRESS_PASSWORD}"
-"""
-
-
-SECTIONS = """
-[security]
-allow_private_urls = true
-"""
 
 
 async def run(args: argparse.Namespace) -> int:
